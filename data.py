@@ -1,0 +1,503 @@
+"""Get, check and split the LastFM listening data.
+
+In:  three CSV files in the notebook's format (downloaded from a URL, read from a folder, or made
+     in code by `make_planted`):
+       lastfm_play.csv    user_id, artist_id, plays      (integer ids, 0-based)
+       lastfm_artist.csv  artist_id, artist_name
+       lastfm_user.csv    user_id, gender, age, country
+Out: `Plays` (the listened user-artist pairs as NumPy arrays, duplicates merged, plus artist names)
+     and `Split` (leave-one-out test set with sampled candidates, optional validation, train rows).
+Refuses: a missing or empty file, a missing column, a missing, non-integer or negative id, an
+     artist id absent from lastfm_artist.csv, non-numeric or negative plays. Each refusal is a
+     `DataError` (a ValueError) whose message names the file, the column, the bad value and what
+     is accepted. CRLF line ends and a UTF-8 byte-order mark are accepted.
+"""
+import dataclasses
+import os
+import time
+import tempfile
+import urllib.parse
+
+import numpy as np
+import pandas as pd
+
+import sampling
+
+PLAY_FILE, ARTIST_FILE, USER_FILE = "lastfm_play.csv", "lastfm_artist.csv", "lastfm_user.csv"
+COLUMNS = {
+    PLAY_FILE: ["user_id", "artist_id", "plays"],
+    ARTIST_FILE: ["artist_id", "artist_name"],
+    USER_FILE: ["user_id", "gender", "age", "country"],
+}
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """Bad input data or an unreachable source: the message is meant for the user as it is."""
+
+
+@dataclasses.dataclass
+class Plays:
+    """Listened pairs, one row per distinct (user, artist), sorted by user then artist."""
+    user_ids: np.ndarray      # (num_pairs,) int32
+    artist_ids: np.ndarray    # (num_pairs,) int32
+    play_counts: np.ndarray   # (num_pairs,) int64, duplicates summed
+    artist_names: np.ndarray  # (num_artists,) object; index = artist_id
+    num_users: int
+    num_artists: int
+    num_duplicates: int = 0   # rows merged into another row of the same pair
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+
+def download_csvs(root_url, cache_dir=None, explicit_url=False):
+    """Downloads the three CSVs with Keras' `get_file` (cached in ~/.keras/datasets) -> folder."""
+    from keras.utils import get_file
+    scheme = urllib.parse.urlparse(root_url).scheme
+    if scheme not in ("https", "http") or (scheme == "http" and not explicit_url):
+        raise DataError(f"ROOT_URL {root_url!r} must start with https:// (http:// only when set "
+                        "explicitly with --root_url)")
+    base = root_url if root_url.endswith("/") else root_url + "/"
+    paths = []
+    for name in COLUMNS:
+        url = base + name
+        try:
+            paths.append(get_file(name, url, cache_dir=cache_dir, cache_subdir="lastfm"))
+        except (Exception, KeyboardInterrupt) as error:  # get_file removes its partial file
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DataError(f"could not download {url} ({reason}); use --data_dir=DIR with the "
+                            "three CSV files, or --dataset=sample to run offline") from None
+    return os.path.dirname(paths[0])
+
+
+def load_folder(data_dir, use_cache=True):
+    """Reads and checks the three CSVs in `data_dir`; caches the result as .npz when it can."""
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir!r} is not a folder; it must hold "
+                        f"{', '.join(COLUMNS)}")
+    paths = {name: os.path.join(data_dir, name) for name in COLUMNS}
+    for name, path in paths.items():
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: file not found; the folder must hold {', '.join(COLUMNS)}")
+    cache_path = os.path.join(data_dir, "lastfm_cache.npz")
+    stamp = _source_stamp(paths.values())
+    if use_cache:
+        cached = _read_cache(cache_path, stamp)
+        if cached is not None:
+            return cached
+    plays = _read_frames({name: _read_csv(path, name) for name, path in paths.items()})
+    if use_cache:
+        _write_cache(cache_path, stamp, plays)
+    return plays
+
+
+def make_planted(num_users, num_artists, num_plays, seed, num_groups=20, in_group=0.8):
+    """A LastFM-like data set with planted taste: -> (play_df, artist_df, user_df).
+
+    Each artist belongs to one of `num_groups` taste groups, each user to one group. A play is
+    from the user's own group with probability `in_group`, else from anywhere; within either,
+    artists are drawn by a heavy-tailed (Zipf-like) popularity. User activity is log-normal.
+    A model that learns the groups beats the popularity ranking; one that does not, does not.
+    All arithmetic is vectorised: the 17.3M-play scale takes seconds.
+    """
+    rng = np.random.default_rng(seed)
+    artist_group = rng.integers(0, num_groups, num_artists)
+    artist_rank = rng.permutation(num_artists)           # 0 = the most popular artist
+    user_group = rng.integers(0, num_groups, num_users)
+    activity = rng.lognormal(0.0, 0.8, num_users)
+    draws = int(num_plays * 1.6)  # repeated pairs merge; the surplus is trimmed below
+    per_user = np.maximum(1, np.round(activity / activity.sum() * draws)).astype(np.int64)
+    users = np.repeat(np.arange(num_users), per_user)
+    groups = user_group[users]
+    # Artists sorted by (group, popularity rank): group g's k-th most popular is at start[g] + k.
+    by_group = np.lexsort((artist_rank, artist_group))
+    group_size = np.bincount(artist_group, minlength=num_groups)
+    group_start = np.concatenate([[0], np.cumsum(group_size)[:-1]])
+    own = (rng.random(len(users)) < in_group) & (group_size[groups] > 0)
+    uniform = rng.random(len(users))
+    in_group_artist = by_group[group_start[groups] + _zipf_rank(uniform, group_size[groups])]
+    anywhere = np.argsort(artist_rank)[_zipf_rank(uniform, num_artists)]
+    keys = _sorted_unique(users * num_artists + np.where(own, in_group_artist, anywhere))
+    if len(keys) > num_plays:  # trim to the asked size, keeping every user's first pair
+        first = np.concatenate([[True], keys[1:] // num_artists != keys[:-1] // num_artists])
+        rest = np.flatnonzero(~first)
+        keep = np.ones(len(keys), bool)
+        keep[rest[rng.permutation(len(rest))[:len(keys) - num_plays]]] = False
+        keys = keys[keep]
+    counts = np.maximum(1, rng.zipf(1.8, len(keys)).clip(max=10_000))
+    play_df = pd.DataFrame({"user_id": (keys // num_artists).astype(np.int32),
+                            "artist_id": (keys % num_artists).astype(np.int32), "plays": counts})
+    artist_df = pd.DataFrame({"artist_id": np.arange(num_artists),
+                              "artist_name": [f"artist {i:05d}" for i in range(num_artists)]})
+    user_df = pd.DataFrame({"user_id": np.arange(num_users),
+                            "gender": np.where(rng.random(num_users) < 0.5, "m", "f"),
+                            "age": rng.integers(15, 60, num_users),
+                            "country": "Sampleland"})
+    return play_df, artist_df, user_df
+
+
+def _zipf_rank(uniform, size, exponent=0.8):
+    """Inverse CDF of a density proportional to (1 + x) ** -exponent on [0, size) -> int ranks."""
+    top = (size + 1.0) ** (1 - exponent) - 1
+    rank = (uniform * top + 1) ** (1 / (1 - exponent)) - 1
+    return np.minimum(rank.astype(np.int64), np.maximum(size - 1, 0))
+
+
+def _sorted_unique(keys):
+    """np.unique for int keys by sorting (NumPy 2's hash-based unique is slow on 10M+ keys)."""
+    keys = np.sort(keys)
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+
+
+def planted_groups(num_users, num_artists, seed, num_groups=20):
+    """The planted (user_group, artist_group) of `make_planted` with the same arguments."""
+    rng = np.random.default_rng(seed)
+    artist_group = rng.integers(0, num_groups, num_artists)
+    rng.permutation(num_artists)
+    return rng.integers(0, num_groups, num_users), artist_group
+
+
+def frames_to_plays(play_df, artist_df, user_df):
+    """Checks frames already in memory (as `load_folder` does for files) -> Plays."""
+    return _read_frames({PLAY_FILE: play_df, ARTIST_FILE: artist_df, USER_FILE: user_df})
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and checking
+
+def _read_csv(path, name):
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: the file is empty; expected a header "
+                        f"{','.join(COLUMNS[name])} and rows")
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig", dtype={"artist_name": str},
+                            keep_default_na=name != ARTIST_FILE, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; expected a header "
+                        f"{','.join(COLUMNS[name])} and rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise DataError(f"{path}: not a readable CSV file ({reason})") from None
+    frame.attrs["path"] = path
+    return frame
+
+
+def _read_frames(frames):
+    for name, frame in frames.items():
+        _check_columns(frame, name)
+    play_df, artist_df = frames[PLAY_FILE], frames[ARTIST_FILE]
+    users = _integer_column(play_df, PLAY_FILE, "user_id")
+    artists = _integer_column(play_df, PLAY_FILE, "artist_id")
+    counts = _integer_column(play_df, PLAY_FILE, "plays", numeric_only=True)
+    known_artists = _integer_column(artist_df, ARTIST_FILE, "artist_id")
+    user_df_ids = _integer_column(frames[USER_FILE], USER_FILE, "user_id")
+    if len(users) == 0:
+        raise DataError(f"{_where(play_df, PLAY_FILE)}: no rows; expected at least one play")
+    num_artists = int(max(known_artists.max(initial=-1), artists.max()) + 1)
+    known = np.zeros(num_artists, bool)
+    known[known_artists] = True
+    unknown = ~known[artists]
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise DataError(f"{_where(play_df, PLAY_FILE)}: artist_id {artists[row]} (row {row + 2}) "
+                        f"is not in {ARTIST_FILE}; every played artist needs a name there")
+    num_users = int(max(users.max(), user_df_ids.max(initial=-1)) + 1)
+    names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
+    names[known_artists] = artist_df["artist_name"].fillna("").astype(str).to_numpy()
+    return _merge_pairs(users, artists, counts, names, num_users, num_artists)
+
+
+def _where(frame, name):
+    return frame.attrs.get("path", name)
+
+
+def _check_columns(frame, name):
+    missing = [column for column in COLUMNS[name] if column not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise DataError(f"{_where(frame, name)}: missing column {missing[0]!r} (found: {found}); "
+                        f"expected columns {', '.join(COLUMNS[name])}")
+
+
+def _integer_column(frame, name, column, numeric_only=False):
+    """The column as int64, or a DataError naming the first bad value and its row."""
+    values = frame[column]
+    where = _where(frame, name)
+    kind = "a number" if numeric_only else "an integer id"
+    if pd.api.types.is_integer_dtype(values.dtype):
+        array = values.to_numpy(np.int64)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() | (~numeric_only & (numbers != np.floor(numbers)))
+        if numeric_only:
+            bad |= numbers.isna()
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            value = values.iloc[row]
+            shown = "missing" if pd.isna(value) else repr(value)
+            raise DataError(f"{where}: column {column!r} row {row + 2} is {shown}; "
+                            f"expected {kind} (0 or more)")
+        array = np.round(numbers.to_numpy(np.float64)).astype(np.int64)
+    if (array < 0).any():
+        row = int(np.argmax(array < 0))
+        raise DataError(f"{where}: column {column!r} row {row + 2} is {array[row]}; "
+                        f"expected {kind} of 0 or more")
+    return array
+
+
+def _merge_pairs(users, artists, counts, names, num_users, num_artists):
+    """Sums the plays of repeated (user, artist) rows; sorts by user then artist."""
+    keys = users.astype(np.int64) * num_artists + artists
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    unique_keys = keys[starts]
+    merged = np.add.reduceat(counts[order], starts) if len(keys) else counts
+    return Plays(user_ids=(unique_keys // num_artists).astype(np.int32),
+                 artist_ids=(unique_keys % num_artists).astype(np.int32),
+                 play_counts=merged, artist_names=names, num_users=num_users,
+                 num_artists=num_artists, num_duplicates=len(keys) - len(unique_keys))
+
+
+# ----------------------------------------------------------------------------------------------
+# Binary cache: NumPy arrays only, loaded with allow_pickle=False.
+
+def _source_stamp(paths):
+    return np.array([[os.path.getsize(p), os.stat(p).st_mtime_ns] for p in paths], np.int64)
+
+
+def _read_cache(cache_path, stamp):
+    if not os.path.isfile(cache_path):
+        return None
+    try:
+        with np.load(cache_path, allow_pickle=False) as cache:
+            if int(cache["version"]) != CACHE_VERSION or not np.array_equal(cache["stamp"], stamp):
+                return None
+            blob = cache["names_blob"].tobytes().decode("utf-8")
+            offsets = cache["names_offsets"]
+            names = np.array([blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+            return Plays(cache["user_ids"], cache["artist_ids"], cache["play_counts"], names,
+                         int(cache["num_users"]), int(cache["num_artists"]),
+                         int(cache["num_duplicates"]))
+    except Exception:  # a cache that does not load is rebuilt from the CSVs
+        return None
+
+
+def _write_cache(cache_path, stamp, plays):
+    names = [str(n) for n in plays.artist_names]
+    offsets = np.concatenate([[0], np.cumsum([len(n) for n in names])]).astype(np.int64)
+    blob = np.frombuffer("".join(names).encode("utf-8"), np.uint8)
+    try:
+        atomic_savez(cache_path, version=CACHE_VERSION, stamp=stamp, user_ids=plays.user_ids,
+                     artist_ids=plays.artist_ids, play_counts=plays.play_counts,
+                     names_blob=blob, names_offsets=offsets, num_users=plays.num_users,
+                     num_artists=plays.num_artists, num_duplicates=plays.num_duplicates)
+    except OSError:  # a read-only data folder: no cache, nothing else changes
+        pass
+
+
+def atomic_savez(path, **arrays):
+    """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Leave-one-out split
+
+@dataclasses.dataclass
+class Split:
+    """Train rows plus held-out test (and validation) items with their sampled candidates."""
+    train_users: np.ndarray       # (num_train,) int32, sorted by user
+    train_items: np.ndarray       # (num_train,) int32
+    test_users: np.ndarray        # (num_test,) int32
+    test_items: np.ndarray        # (num_test,) int32
+    test_negatives: np.ndarray    # (num_test, num_eval_negatives) int32, never a listened artist
+    valid_users: np.ndarray       # (num_valid,) int32; empty when validation is off
+    valid_items: np.ndarray
+    valid_negatives: np.ndarray
+    sampler: "sampling.NegativeSampler"  # knows every listened artist of every user
+    num_users: int
+    num_items: int
+    num_untestable: int = 0       # users left out of testing: too few unplayed artists
+
+
+def leave_one_out(plays, num_eval_negatives, seed, validation=False):
+    """Holds out one random listened artist per user with >= 2 artists (the test item) and, with
+    `validation`, a second one per user with >= 3 artists. Candidates: `num_eval_negatives`
+    artists the user never played, distinct, drawn uniformly.
+
+    The test item is the same with validation on or off, so test sets agree across runs.
+    """
+    rng = np.random.default_rng([seed, 1])
+    users, items = plays.user_ids, plays.artist_ids
+    sampler = sampling.NegativeSampler(users, items, plays.num_users, plays.num_artists)
+    order = np.lexsort((rng.random(len(users)), users))   # users ascending, random within
+    counts = np.bincount(users, minlength=plays.num_users)
+    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank_in_user = np.arange(len(users)) - first_row[users[order]]
+    free = plays.num_artists - counts
+    if num_eval_negatives > free[counts >= 2].max(initial=0):
+        most = int(free[counts >= 2].max(initial=0))
+        raise DataError(f"NUM_EVAL_NEGATIVES={num_eval_negatives} is larger than the artists any "
+                        f"testable user has not played (at most {most}); use "
+                        f"--num_eval_negatives={max(most, 1)} or less")
+    testable = (counts >= 2) & (free >= num_eval_negatives)
+    is_test = (rank_in_user == 0) & testable[users[order]]
+    is_valid = (validation & (rank_in_user == 1) & (counts[users[order]] >= 3)
+                & testable[users[order]])
+    test_rows, valid_rows = order[is_test], order[is_valid]
+    train_rows = np.sort(order[~(is_test | is_valid)])
+    test_users, valid_users = users[test_rows], users[valid_rows]
+    return Split(
+        train_users=users[train_rows], train_items=items[train_rows],
+        test_users=test_users, test_items=items[test_rows],
+        test_negatives=sampler.sample_distinct(test_users, num_eval_negatives, rng),
+        valid_users=valid_users, valid_items=items[valid_rows],
+        valid_negatives=sampler.sample_distinct(valid_users, num_eval_negatives, rng),
+        sampler=sampler, num_users=plays.num_users, num_items=plays.num_artists,
+        num_untestable=int(((counts >= 2) & ~testable).sum()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing a source, and the NCF paper's split files
+
+def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=False, log=print):
+    """The data set the settings name -> Plays, with one line of counts printed."""
+    started = time.time()
+    if dataset == "sample":
+        plays = frames_to_plays(*make_planted(2_000, 5_000, 100_000, seed))
+        source = "sample data made in code"
+    elif dataset == "synthetic":
+        sizes = [max(2, round(n * scale)) for n in (358_868, 160_112, 17_302_623)]
+        plays = frames_to_plays(*make_planted(*sizes, seed))
+        source = f"synthetic data at scale {scale:g}"
+    elif data_dir:
+        plays, source = load_folder(data_dir), data_dir
+    else:
+        folder = download_csvs(root_url, explicit_url=explicit_url)
+        try:
+            plays = load_folder(folder)
+        except DataError as error:  # a cached download that does not parse: fetch it again
+            log(f"warning: {error}; downloading again")
+            for name in COLUMNS:
+                os.remove(os.path.join(folder, name))
+            plays = load_folder(download_csvs(root_url, explicit_url=explicit_url))
+        source = root_url
+    log(f"data: {plays.num_users:,} users, {plays.num_artists:,} artists, "
+        f"{len(plays.user_ids):,} user-artist pairs"
+        + (f" ({plays.num_duplicates:,} duplicate rows merged)" if plays.num_duplicates else "")
+        + f" from {source} ({time.time() - started:.1f} s)")
+    return plays
+
+
+def write_ncf_split(split, prefix):
+    """Writes PREFIX.train.rating (every pair but the test ones, validation included),
+    PREFIX.test.rating and PREFIX.test.negative, tab-separated as in the NCF paper's Data/."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    train_users = np.concatenate([split.train_users, split.valid_users])
+    train_items = np.concatenate([split.train_items, split.valid_items])
+    order = np.lexsort((train_items, train_users))
+    train = pd.DataFrame({"user": train_users[order], "item": train_items[order], "rating": 1,
+                          "timestamp": 0})
+    test = pd.DataFrame({"user": split.test_users, "item": split.test_items, "rating": 1,
+                         "timestamp": 0})
+    negative_lines = [f"({u},{i})\t" + "\t".join(map(str, row)) for u, i, row in
+                      zip(split.test_users, split.test_items, split.test_negatives.tolist())]
+    paths = [prefix + ".train.rating", prefix + ".test.rating", prefix + ".test.negative"]
+    _atomic_text(paths[0], train.to_csv(sep="\t", header=False, index=False))
+    _atomic_text(paths[1], test.to_csv(sep="\t", header=False, index=False))
+    _atomic_text(paths[2], "\n".join(negative_lines) + "\n")
+    return paths
+
+
+def _atomic_text(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def read_ncf_split(prefix, seed, validation=False):
+    """Reads a split in the NCF paper's format -> (Plays, Split). The test items and their
+    negatives are taken from the files as given; validation, if asked, is one random training
+    pair per user with >= 2 training pairs, with negatives drawn here."""
+    paths = [prefix + suffix for suffix in (".train.rating", ".test.rating", ".test.negative")]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
+    train = _read_rating(paths[0])
+    test = _read_rating(paths[1])
+    negatives = _read_negatives(paths[2], len(test))
+    num_users = int(max(train[0].max(), test[0].max())) + 1
+    num_items = int(max(train[1].max(), test[1].max(), negatives.max(initial=0))) + 1
+    users = np.concatenate([train[0], test[0]])
+    items = np.concatenate([train[1], test[1]])
+    plays = _merge_pairs(users, items, np.ones(len(users), np.int64),
+                         np.array([f"item {i}" for i in range(num_items)], dtype=object),
+                         num_users, num_items)
+    sampler = sampling.NegativeSampler(plays.user_ids, plays.artist_ids, num_users, num_items)
+    test_users, test_items = test[0].astype(np.int32), test[1].astype(np.int32)
+    if sampler.is_played(np.repeat(test_users, negatives.shape[1]), negatives.ravel()).any():
+        raise DataError(f"{paths[2]}: a negative is an item the user played; negatives must be "
+                        "unplayed items")
+    train_users, train_items = train[0].astype(np.int32), train[1].astype(np.int32)
+    order = np.lexsort((train_items, train_users))
+    train_users, train_items = train_users[order], train_items[order]
+    valid_rows = np.zeros(0, np.int64)
+    if validation:
+        rng = np.random.default_rng([seed, 3])
+        shuffled = np.lexsort((rng.random(len(train_users)), train_users))
+        counts = np.bincount(train_users, minlength=num_users)
+        first = np.concatenate([[True], train_users[shuffled][1:] != train_users[shuffled][:-1]])
+        valid_rows = shuffled[first & (counts[train_users[shuffled]] >= 2)
+                              & (sampler.num_free[train_users[shuffled]] >= negatives.shape[1])]
+    keep = np.ones(len(train_users), bool)
+    keep[valid_rows] = False
+    rng = np.random.default_rng([seed, 4])
+    valid_users = train_users[valid_rows]
+    split = Split(train_users[keep], train_items[keep], test_users, test_items,
+                  negatives.astype(np.int32), valid_users, train_items[valid_rows],
+                  sampler.sample_distinct(valid_users, negatives.shape[1], rng),
+                  sampler, num_users, num_items)
+    return plays, split
+
+
+def _read_rating(path):
+    try:
+        frame = pd.read_csv(path, sep="\t", header=None, usecols=[0, 1])
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
+        raise DataError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
+    if not all(pd.api.types.is_integer_dtype(t) for t in frame.dtypes) or (frame < 0).any().any():
+        raise DataError(f"{path}: user and item must be integer ids of 0 or more")
+    return frame[0].to_numpy(np.int64), frame[1].to_numpy(np.int64)
+
+
+def _read_negatives(path, num_rows):
+    with open(path) as stream:
+        lines = [line.rstrip("\r\n").split("\t")[1:] for line in stream if line.strip()]
+    if len(lines) != num_rows or len({len(line) for line in lines}) != 1:
+        raise DataError(f"{path}: expected {num_rows} lines, one per test row, each with the "
+                        "same number of negatives")
+    try:
+        return np.array(lines, dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path}: negatives must be integer item ids") from None

@@ -1,0 +1,373 @@
+"""Neural Collaborative Filtering on LastFM listening data, from a Keras notebook to one script.
+
+Matrix factorisation trained with BPR captures only a linear (dot-product) relation between a
+user's taste and an artist's features. Neural Collaborative Filtering (He et al., WWW 2017,
+https://arxiv.org/abs/1708.05031; code: https://github.com/hexiangnan/neural_collaborative_filtering)
+replaces it with a neural network. The notebook this script ports trains the paper's MLP variant
+on the LastFM 360K plays (17.3M user-artist pairs) and reports the top-10 hit ratio:
+
+  1. load data      three CSVs (plays, artists, users), downloaded, read from a folder or made
+  2. split          one listened artist per user held out, with 99 unplayed artists as candidates
+  3. build model    user and item embeddings -> concat -> Dense 32/16/8 relu -> sigmoid
+  4. sample + train every epoch, each play (label 1) plus NEG_RATIO unplayed artists (label 0)
+  5. evaluate       hit ratio at 10: is the held-out artist scored above the 10th best candidate?
+
+Run `python ncf_lastfm.py --dataset=sample` for a one-minute offline run. Every UPPER_CASE
+constant below can be overridden as `--name=value` (lower case): `--num_epoch=3`.
+"""
+import ast
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# ---- data ------------------------------------------------------------------------------------
+DATASET = "lastfm"      # lastfm (download ROOT_URL, or DATA_DIR) | sample (offline) | synthetic
+ROOT_URL = "https://craftsangjae.s3.ap-northeast-2.amazonaws.com/data/"
+DATA_DIR = ""           # a folder with the three CSVs: no download
+SCALE = 1.0             # synthetic data size; 1.0 = the 360K files (358,868 users, 17.3M plays)
+SPLIT = ""              # PREFIX of an NCF-paper split (PREFIX.train.rating, .test.rating, ...)
+EXPORT_SPLIT = ""       # PREFIX to write this run's split in that format
+OUTPUT_DIR = "output"   # metrics.json, checkpoints, plots, recommendations
+SEED = 42               # one seed: split, negatives, candidates, weights
+# ---- model -----------------------------------------------------------------------------------
+MODEL = "mlp"           # mlp (the notebook's) | gmf | neumf | bpr | pop
+NUM_FACTOR = 32         # embedding size
+HIDDEN_UNITS = (32, 16, 8)  # MLP layer widths
+L2 = 0.0                # L2 penalty on the looked-up embedding rows, per sample
+DROPOUT = 0.0           # dropout after each hidden layer
+PRETRAIN = False        # neumf: start from trained gmf and mlp weights, as the paper
+# ---- training --------------------------------------------------------------------------------
+NEG_RATIO = 4           # unplayed artists sampled per play, fresh every epoch
+NUM_EPOCH = 10
+BATCH_SIZE = 1024       # samples per step
+LEARNING_RATE = 1e-3
+OPTIMIZER = "lazy_adam" # lazy_adam (embedding rows in the batch only) | adam (the notebook's)
+VALIDATION = False      # hold out a second artist per user; keep the best epoch's weights
+PATIENCE = 3            # epochs without a better validation hit ratio before stopping
+RESUME = False          # continue from OUTPUT_DIR's last complete epoch
+# ---- evaluation ------------------------------------------------------------------------------
+TOP_K = 10
+NUM_EVAL_NEGATIVES = 99 # unplayed candidates beside each held-out artist
+FULL_RANKING_USERS = 0  # also rank against every unplayed artist, for this many test users
+COMPARE = False         # train every model on the same split and print one table
+# ---- using the model -------------------------------------------------------------------------
+LOAD = ""               # a saved .keras model: evaluate / recommend without training
+RECOMMEND_USER = ""     # user ids, comma-separated: their artists and top-10 recommendations
+SIMILAR_TO = ""         # an artist name: its 10 nearest artists by embedding
+QUIET = False           # no progress bars or per-epoch lines
+
+# Defaults per model, chosen on validation data (README, "Choosing the defaults"). They apply
+# when --model picks the model and the setting is not given on the command line.
+MODEL_DEFAULTS = {
+    "mlp": {},
+    "gmf": {},
+    "neumf": {},
+    "bpr": {},
+    "pop": {},
+}
+CHOICES = {"DATASET": ("lastfm", "sample", "synthetic"), "OPTIMIZER": ("lazy_adam", "adam"),
+           "MODEL": ("mlp", "gmf", "neumf", "bpr", "pop")}
+SETTINGS = [name for name in dir() if name.isupper() and name not in ("MODEL_DEFAULTS", "CHOICES")]
+
+
+class SettingError(ValueError):
+    """A bad --name=value: the message is meant for the user as it is."""
+
+
+def parse_settings(argv, defaults):
+    """`--name=value` pairs -> (settings dict, names given). Values are Python literals of the
+    constant's type (`--hidden_units=(64,32,16)`); a bare word is a string; `--flag` is True."""
+    settings, given = dict(defaults), set()
+    for argument in argv:
+        if not argument.startswith("--"):
+            raise SettingError(f"unexpected argument {argument!r}; settings are --name=value")
+        name, _, text = argument[2:].partition("=")
+        key = name.upper()
+        if key not in defaults:
+            known = ", ".join(f"--{n.lower()}" for n in sorted(defaults))
+            raise SettingError(f"unknown setting --{name}; known settings: {known}")
+        settings[key] = _typed_value(key, text if "=" in argument else "True", defaults[key])
+        given.add(key)
+    model_defaults = MODEL_DEFAULTS.get(settings["MODEL"], {})
+    settings.update({k: v for k, v in model_defaults.items() if k not in given})
+    check_settings(settings)
+    settings["_given"] = given
+    return settings, given
+
+
+def _typed_value(key, text, default):
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(default, tuple) and isinstance(value, (int, list)):
+        value = tuple(value) if isinstance(value, list) else (value,)
+    if type(value) is not type(default):
+        raise SettingError(f"--{key.lower()}={text} is a {type(value).__name__}; expected a "
+                           f"{type(default).__name__} like --{key.lower()}={default!r}")
+    return value
+
+
+def check_settings(s):
+    rules = [
+        ("NEG_RATIO", s["NEG_RATIO"] >= 1, "an integer of 1 or more"),
+        ("BATCH_SIZE", s["BATCH_SIZE"] >= 1, "an integer of 1 or more"),
+        ("NUM_EPOCH", s["NUM_EPOCH"] >= 0, "an integer of 0 or more"),
+        ("NUM_FACTOR", s["NUM_FACTOR"] >= 1, "an integer of 1 or more"),
+        ("HIDDEN_UNITS", all(isinstance(u, int) and u >= 1 for u in s["HIDDEN_UNITS"])
+         and len(s["HIDDEN_UNITS"]) >= 1, "a tuple of positive integers like (32,16,8)"),
+        ("LEARNING_RATE", s["LEARNING_RATE"] > 0, "a number above 0"),
+        ("L2", s["L2"] >= 0, "a number of 0 or more"),
+        ("DROPOUT", 0 <= s["DROPOUT"] < 1, "a number in [0, 1)"),
+        ("PATIENCE", s["PATIENCE"] >= 1, "an integer of 1 or more"),
+        ("NUM_EVAL_NEGATIVES", s["NUM_EVAL_NEGATIVES"] >= 1, "an integer of 1 or more"),
+        ("TOP_K", 1 <= s["TOP_K"] <= s["NUM_EVAL_NEGATIVES"],
+         f"an integer from 1 to NUM_EVAL_NEGATIVES={s['NUM_EVAL_NEGATIVES']} (a hit needs the "
+         "held-out artist above the K-th best candidate)"),
+        ("SCALE", 0 < s["SCALE"] <= 10, "a number in (0, 10]"),
+        ("FULL_RANKING_USERS", s["FULL_RANKING_USERS"] >= 0, "an integer of 0 or more"),
+    ]
+    rules += [(key, s[key] in options, "one of " + ", ".join(options))
+              for key, options in CHOICES.items()]
+    for key, ok, accepted in rules:
+        if not ok:
+            raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
+    if s["RECOMMEND_USER"]:
+        parse_user_list(s["RECOMMEND_USER"])
+
+
+def parse_user_list(text):
+    try:
+        users = [int(part) for part in str(text).replace(" ", "").split(",") if part]
+    except ValueError:
+        raise SettingError(f"--recommend_user={text!r} must be user ids like 0 or 0,12,300")
+    if not users or min(users) < 0:
+        raise SettingError(f"--recommend_user={text!r} must be user ids of 0 or more")
+    return users
+
+
+def main(argv=None):
+    """Command-line entry: bad input is one line on stderr and exit code 2, never a traceback."""
+    import data
+    import training
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings, given = parse_settings(argv, {name: globals()[name] for name in SETTINGS})
+        return run(settings, given)
+    except (SettingError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except training.TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, a folder we may not write: one line, no traceback
+        print(f"error: {error.strerror or error} ({error.filename or 'output'}); free space or "
+              "choose another --output_dir", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        folder = settings.get("OUTPUT_DIR", OUTPUT_DIR)
+        print(f"\ninterrupted: the last complete epoch's checkpoint is in {folder}/; run the same "
+              "command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+def run(s, given):
+    import data
+    import report
+    import training
+    print("settings: " + ", ".join(f"{k.lower()}={s[k]!r}" for k in SETTINGS))
+    os.makedirs(s["OUTPUT_DIR"], exist_ok=True)
+    training.seed_everything(s["SEED"])
+    log = (lambda *a, **k: None) if s["QUIET"] else print
+    with_validation = s["VALIDATION"] or s["COMPARE"]
+
+    # 1. Load data: three CSVs -> listened (user, artist) pairs --------------------------------
+    # 2. Split: one held-out artist per user, 99 unplayed candidates (the notebook's hit_ratio_df)
+    if s["SPLIT"]:
+        plays, split = data.read_ncf_split(s["SPLIT"], s["SEED"], validation=with_validation)
+        print(f"data: {split.num_users:,} users, {split.num_items:,} items from {s['SPLIT']}.*")
+    else:
+        plays = data.load(s["DATASET"], s["DATA_DIR"], s["ROOT_URL"], s["SCALE"], s["SEED"],
+                          explicit_url="ROOT_URL" in given)
+        split = data.leave_one_out(plays, s["NUM_EVAL_NEGATIVES"], s["SEED"], with_validation)
+    print(f"split: {len(split.test_users):,} test users, {len(split.valid_users):,} validation "
+          f"users, {len(split.train_users):,} training pairs"
+          + (f"; {split.num_untestable:,} users left out of testing (fewer than "
+             f"{s['NUM_EVAL_NEGATIVES']} unplayed artists)" if split.num_untestable else ""))
+    if s["RECOMMEND_USER"]:   # checked now, not after an hour of training
+        report.check_user_ids(parse_user_list(s["RECOMMEND_USER"]), split.num_users)
+    if s["SIMILAR_TO"]:
+        report.find_artist(plays, s["SIMILAR_TO"])
+    if s["EXPORT_SPLIT"]:
+        print(f"exported split: {', '.join(data.write_ncf_split(split, s['EXPORT_SPLIT']))}")
+
+    # 3-5. Build the model, sample negatives and train, evaluate ---------------------------------
+    if s["COMPARE"]:
+        results = compare(s, split, log)
+        final = next(r for r in results if r["model"] == "neumf")
+    else:
+        final = train_and_evaluate(s, s["MODEL"], split, log)
+        popularity = evaluate_popularity(s, split)
+        print(f"popularity: HR@{s['TOP_K']} {popularity['hit_ratio']:.3f}, "
+              f"NDCG@{s['TOP_K']} {popularity['ndcg']:.3f}")
+        final["popularity"] = popularity
+        report_run(s, plays, split, final)
+
+    print(f"hit ratio : {final['hit_ratio']:.3f}")
+    print(f"ndcg : {final['ndcg']:.3f}")
+    return 0
+
+
+def model_settings(s, name):
+    """The settings one model trains with: its validation-chosen defaults, unless given."""
+    given = s.get("_given", set())
+    return {**s, **{k: v for k, v in MODEL_DEFAULTS.get(name, {}).items() if k not in given},
+            "MODEL": name}
+
+
+def train_and_evaluate(s, name, split, log, pretrained=None):
+    """Builds (or loads) and trains one model, then scores it on the test set -> result dict."""
+    import evaluate
+    import models
+    import training
+    if name == "pop":
+        return {"model": "pop", **evaluate_popularity(s, split), "best_epoch": 0,
+                "train_seconds": 0.0, "history": []}
+    if s["LOAD"]:
+        model = models.load(s["LOAD"])
+        log(f"model: loaded {s['LOAD']} ({model.name}, {model.count_params():,} weights)")
+    else:
+        model = models.build_model(name, split.num_users, split.num_items, s["NUM_FACTOR"],
+                                   s["HIDDEN_UNITS"], s["L2"], s["DROPOUT"], s["LEARNING_RATE"],
+                                   s["OPTIMIZER"])
+        if pretrained:
+            models.load_pretrained(model, *pretrained)
+        log(f"model: {name}, {model.count_params():,} weights")
+    fingerprint = {k: s[k] for k in ("DATASET", "DATA_DIR", "SCALE", "SPLIT", "SEED", "NUM_FACTOR",
+                                     "HIDDEN_UNITS", "L2", "DROPOUT", "NEG_RATIO", "BATCH_SIZE",
+                                     "LEARNING_RATE", "OPTIMIZER", "VALIDATION", "PRETRAIN",
+                                     "NUM_EVAL_NEGATIVES", "LOAD", "COMPARE")}
+    fingerprint["MODEL"] = name
+    started = time.time()
+    model, history, best_epoch = training.fit(
+        model, split, num_epoch=s["NUM_EPOCH"], batch_size=s["BATCH_SIZE"],
+        neg_ratio=s["NEG_RATIO"], seed=s["SEED"], top_k=s["TOP_K"],
+        validation=s["VALIDATION"] or s["COMPARE"], patience=s["PATIENCE"],
+        checkpoints=training.Checkpoints(s["OUTPUT_DIR"], name), fingerprint=fingerprint,
+        resume=s["RESUME"], learning_rate=s["LEARNING_RATE"],
+        verbose=0 if s["QUIET"] else (1 if sys.stdout.isatty() else 2), log=log)
+    train_seconds = time.time() - started
+    started = time.time()
+    scorer = models.make_scorer(model)
+    test = evaluate.hit_ratio_at_k(scorer, split.test_users, split.test_items,
+                                   split.test_negatives, s["TOP_K"], quiet=s["QUIET"])
+    result = {"model": name, "hit_ratio": test["hit_ratio"], "ndcg": test["ndcg"],
+              "ranks": test["ranks"], "num_test_users": test["num_users"],
+              "best_epoch": best_epoch, "history": history,
+              "train_seconds": round(train_seconds, 2),
+              "eval_seconds": round(time.time() - started, 2), "keras_model": model}
+    if s["FULL_RANKING_USERS"]:
+        result.update(full_ranking(s, split, scorer))
+    log(f"{name}: HR@{s['TOP_K']} {test['hit_ratio']:.4f}, NDCG@{s['TOP_K']} {test['ndcg']:.4f} "
+        f"on {test['num_users']:,} test users (best epoch {best_epoch}, "
+        f"train {train_seconds:.1f} s, evaluate {result['eval_seconds']:.1f} s)")
+    return result
+
+
+def evaluate_popularity(s, split):
+    import evaluate
+    scorer = evaluate.popularity_scorer(split.train_items, split.num_items)
+    result = evaluate.hit_ratio_at_k(scorer, split.test_users, split.test_items,
+                                     split.test_negatives, s["TOP_K"])
+    if s["FULL_RANKING_USERS"]:
+        result.update(full_ranking(s, split, scorer))
+    return result
+
+
+def full_ranking(s, split, scorer):
+    """HR/NDCG of the held-out artist ranked against every unplayed artist, for a seeded sample
+    of FULL_RANKING_USERS test users (the same users for every model)."""
+    import evaluate
+    import numpy as np
+    rng = np.random.default_rng([s["SEED"], 5])
+    rows = np.sort(rng.permutation(len(split.test_users))[:s["FULL_RANKING_USERS"]])
+    full = evaluate.full_ranking(scorer, split.test_users[rows], split.test_items[rows],
+                                 split.sampler, s["TOP_K"])
+    return {"full_hit_ratio": full["hit_ratio"], "full_ndcg": full["ndcg"],
+            "full_users": full["num_users"]}
+
+
+def compare(s, split, log):
+    """Every model on the same split, validation-chosen epochs -> rows; prints the table and
+    writes OUTPUT_DIR/compare.csv."""
+    import training
+    results, trained = [], {}
+    for name in ("pop", "bpr", "gmf", "mlp", "neumf"):
+        settings = model_settings(s, name)
+        training.seed_everything(s["SEED"])
+        pretrained = None
+        if name == "neumf" and settings["PRETRAIN"]:
+            pretrained = (trained["gmf"], trained["mlp"])
+        result = train_and_evaluate(settings, name, split, log, pretrained)
+        trained[name] = result.get("keras_model")
+        results.append(result)
+    k = s["TOP_K"]
+    columns = ["model", "hit_ratio", "ndcg", "best_epoch", "train_seconds"]
+    if s["FULL_RANKING_USERS"]:
+        columns += ["full_hit_ratio", "full_ndcg"]
+    lines = [f"{'model':8s} {'HR@' + str(k):>8s} {'NDCG@' + str(k):>8s} {'epoch':>6s} "
+             f"{'train s':>8s}" + (f" {'full HR':>8s} {'full NDCG':>9s}"
+                                   if s["FULL_RANKING_USERS"] else "")]
+    for r in results:
+        lines.append(f"{r['model']:8s} {r['hit_ratio']:8.4f} {r['ndcg']:8.4f} "
+                     f"{r['best_epoch']:6d} {r['train_seconds']:8.1f}"
+                     + (f" {r['full_hit_ratio']:8.4f} {r['full_ndcg']:9.4f}"
+                        if s["FULL_RANKING_USERS"] else ""))
+    print("\n".join(lines))
+    csv = "\n".join(",".join(str(r.get(c, "")) for c in columns) for r in results)
+    training.atomic_write(os.path.join(s["OUTPUT_DIR"], "compare.csv"),
+                          lambda path: open(path, "w").write(",".join(columns) + "\n" + csv + "\n"))
+    return results
+
+
+def report_run(s, plays, split, result):
+    """metrics.json, the saved model, plots, recommendations and similar artists."""
+    import report
+    import training
+    folder = s["OUTPUT_DIR"]
+    model = result.get("keras_model")
+    popularity = result["popularity"]
+    metrics = {
+        "model": result["model"], "hit_ratio": result["hit_ratio"], "ndcg": result["ndcg"],
+        "popularity_hit_ratio": popularity["hit_ratio"], "popularity_ndcg": popularity["ndcg"],
+        "num_test_users": int(len(split.test_users)), "num_epoch": len(result["history"]),
+        "best_epoch": result["best_epoch"], "train_seconds": result["train_seconds"],
+        "eval_seconds": result.get("eval_seconds", 0.0), "history": result["history"],
+        "settings": {k.lower(): s[k] for k in SETTINGS}}
+    for key in ("full_hit_ratio", "full_ndcg", "full_users"):
+        if key in result:
+            metrics[key] = result[key]
+            metrics["popularity_" + key] = popularity[key]
+    if model is not None and not s["LOAD"]:
+        path = os.path.join(folder, f"{result['model']}.keras")
+        training.atomic_write(path, model.save)
+        metrics["saved_model"] = path
+        print(f"saved model: {path}")
+    training.atomic_write(os.path.join(folder, "metrics.json"),
+                          lambda path: training.write_json(path, metrics))
+    for path in report.plot_run(result, popularity, s["TOP_K"], folder):
+        print(f"plot: {path}")
+    if s["RECOMMEND_USER"] and model is not None:
+        report.recommend(model, plays, split, parse_user_list(s["RECOMMEND_USER"]), s["TOP_K"],
+                         folder)
+    if s["SIMILAR_TO"] and model is not None:
+        report.similar_artists(model, plays, s["SIMILAR_TO"], 10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

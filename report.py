@@ -1,0 +1,135 @@
+"""What users look at: training curves, hit ratio at K, recommendations by name, similar artists.
+
+In:  a trained model, the `data.Plays` it was trained on (for names and play counts), the split.
+Out: PNG plots, `recommendations.csv`, and printed tables. Recommendations never include an
+     artist the user has played; every artist is scored for a user in one batched call.
+Refuses: a user id outside the data, an artist name not in the data (with close spellings).
+"""
+import difflib
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import data  # noqa: E402
+import evaluate  # noqa: E402
+import models  # noqa: E402
+import training  # noqa: E402
+
+
+def plot_run(result, popularity, top_k, folder):
+    """Training curves and hit ratio at K = 1..20 against popularity -> the PNG paths."""
+    paths = []
+    history = result.get("history") or []
+    if history:
+        epochs = [h["epoch"] for h in history]
+        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        left.plot(epochs, [h["loss"] for h in history], marker="o")
+        left.set(title=f"{result['model']}: training loss", xlabel="epoch",
+                 ylabel="binary cross-entropy")
+        for prefix, style in (("test", "-"), ("valid", "--")):
+            if f"{prefix}_hit_ratio" in history[0]:
+                right.plot(epochs, [h[f"{prefix}_hit_ratio"] for h in history], style,
+                           marker="o", label=f"{prefix} HR@{top_k}")
+                right.plot(epochs, [h[f"{prefix}_ndcg"] for h in history], style, marker="s",
+                           label=f"{prefix} NDCG@{top_k}")
+        right.axhline(popularity["hit_ratio"], color="gray", linestyle=":",
+                      label=f"popularity HR@{top_k}")
+        right.set(title=f"{result['model']}: ranking quality per epoch", xlabel="epoch",
+                  ylabel="metric")
+        right.legend()
+        paths.append(_save(figure, os.path.join(folder, "training_curves.png")))
+    if "ranks" in result:
+        max_k = 20
+        figure, axes = plt.subplots(figsize=(6, 4))
+        ks = np.arange(1, max_k + 1)
+        axes.plot(ks, evaluate.hit_ratio_curve(result["ranks"], max_k), marker="o",
+                  label=result["model"])
+        axes.plot(ks, evaluate.hit_ratio_curve(popularity["ranks"], max_k), marker="s",
+                  label="popularity")
+        axes.set(title="hit ratio at K (1 held-out artist among 100 candidates)", xlabel="K",
+                 ylabel="hit ratio", xticks=ks[::2])
+        axes.legend()
+        paths.append(_save(figure, os.path.join(folder, "hit_ratio_at_k.png")))
+    return paths
+
+
+def _save(figure, path):
+    figure.tight_layout()
+    training.atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=90))
+    plt.close(figure)
+    return path
+
+
+def check_user_ids(users, num_users):
+    bad = [u for u in users if u >= num_users]
+    if bad:
+        raise data.DataError(f"--recommend_user: user id {bad[0]} is not in the data; ids run "
+                             f"from 0 to {num_users - 1}")
+
+
+def recommend(model, plays, split, users, top_k, folder, shown=10):
+    """Prints each user's most-played artists and top-k recommendations; writes
+    recommendations.csv (user_id, rank, artist_id, artist_name, score) -> that frame."""
+    check_user_ids(users, split.num_users)
+    scorer = models.make_scorer(model)
+    all_items = np.arange(split.num_items, dtype=np.int32)[None, :]
+    rows = []
+    for user in users:
+        scores = scorer(np.array([user], np.int32), all_items)[0].astype(np.float64)
+        played = split.sampler.played_items(user)
+        scores[played] = -np.inf                    # never recommend what the user played
+        top = np.argsort(-scores, kind="stable")[:top_k]
+        mine = plays.user_ids == user
+        favourite = plays.artist_ids[mine][np.argsort(-plays.play_counts[mine], kind="stable")]
+        print(f"user {user} played {len(played)} artists; most played: "
+              + ", ".join(str(plays.artist_names[a]) for a in favourite[:shown]))
+        print(f"top {top_k} recommendations for user {user}:")
+        for rank, item in enumerate(top, 1):
+            if np.isfinite(scores[item]):
+                print(f"  {rank:2d}. {plays.artist_names[item]} ({scores[item]:.3f})")
+                rows.append((user, rank, int(item), str(plays.artist_names[item]),
+                             float(scores[item])))
+    frame = pd.DataFrame(rows, columns=["user_id", "rank", "artist_id", "artist_name", "score"])
+    path = os.path.join(folder, "recommendations.csv")
+    training.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+    print(f"recommendations: {path}")
+    return frame
+
+
+def item_embedding_name(model):
+    return "gmf_item_embedding" if model.name == "neumf" else "item_embedding"
+
+
+def find_artist(plays, name):
+    """The artist id whose name matches (case-insensitive), or a DataError with suggestions."""
+    lowered = np.array([str(n).lower() for n in plays.artist_names])
+    matches = np.flatnonzero(lowered == name.lower())
+    if len(matches):
+        return int(matches[0])
+    close = difflib.get_close_matches(name.lower(), lowered.tolist(), n=5, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    raise data.DataError(f"--similar_to: no artist named {name!r} in the data{hint}")
+
+
+def similar_artists(model, plays, name, count=10):
+    """Prints the `count` artists nearest to `name` by cosine similarity of item embeddings
+    -> list of (artist_id, artist_name, similarity)."""
+    target = find_artist(plays, name)
+    layer = item_embedding_name(model)
+    table = np.asarray(model.get_layer(layer).get_weights()[0], np.float64)
+    unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit[target]
+    similarity[target] = -np.inf
+    nearest = np.argsort(-similarity, kind="stable")[:count]
+    print(f"artists most similar to {plays.artist_names[target]} "
+          f"(cosine similarity of the {layer} table):")
+    result = []
+    for rank, item in enumerate(nearest, 1):
+        print(f"  {rank:2d}. {plays.artist_names[item]} ({similarity[item]:.3f})")
+        result.append((int(item), str(plays.artist_names[item]), float(similarity[item])))
+    return result

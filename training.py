@@ -1,0 +1,179 @@
+"""Training: fresh negatives every epoch, `model.fit`, validation, checkpoints, resume.
+
+In:  a compiled model from `models.build_model`, a `data.Split`, and plain arguments.
+Out: the trained model (the best validation epoch's weights when validation is on) and its
+     per-epoch history (loss, seconds, validation and test HR/NDCG).
+Guarantees: each epoch's negatives depend only on (seed, epoch), and after every epoch the
+     model, its optimizer state, the epoch and the history are written atomically, so a run
+     stopped after epoch k and resumed continues exactly where it stopped. A NaN or infinite
+     loss stops training with `TrainingError`, keeping the last good checkpoint. The test set is
+     scored every epoch for the curves only: nothing is chosen with it.
+"""
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import evaluate
+import models
+import sampling
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, or a checkpoint does not fit): a message for the user."""
+
+
+def seed_everything(seed):
+    """Python, NumPy and Keras (TensorFlow) seeded in one place."""
+    keras.utils.set_random_seed(seed)
+
+
+def batched_dataset(inputs, labels, batch_size):
+    """Pre-batched arrays sliced one batch per element: `from_tensor_slices(x).batch(n)` builds
+    each batch one sample at a time (about 200,000 samples/s), slicing is hundreds of times
+    faster. The last, partial batch is its own element."""
+    full = len(labels) - len(labels) % batch_size
+
+    def shaped(array, rows):
+        return array[:full].reshape(rows, batch_size)
+
+    rows = full // batch_size
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ({name: shaped(array, rows) for name, array in inputs.items()}, shaped(labels, rows)))
+    if full < len(labels):
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(
+            ({name: array[full:] for name, array in inputs.items()}, labels[full:])))
+    return dataset.prefetch(2)
+
+
+def epoch_data(model_name, split, neg_ratio, seed, epoch):
+    """One epoch's training inputs and labels; depends only on (seed, epoch)."""
+    rng = np.random.default_rng([seed, 2, epoch])
+    if model_name == "bpr":
+        users, positives, negatives = sampling.pairwise_set(
+            split.train_users, split.train_items, split.sampler, rng)
+        inputs = {"user": users, "item": positives, "negative_item": negatives}
+        return inputs, np.ones(len(users), np.float32)
+    users, items, labels = sampling.training_set(
+        split.train_users, split.train_items, split.sampler, neg_ratio, rng)
+    return {"user": users, "item": items}, labels
+
+
+def score_sets(model, split, top_k, with_validation):
+    """Test (and validation) HR/NDCG of `model` on `split` with one scorer."""
+    scorer = models.make_scorer(model)
+    result = {"test": evaluate.hit_ratio_at_k(scorer, split.test_users, split.test_items,
+                                              split.test_negatives, top_k)}
+    if with_validation and len(split.valid_users):
+        result["valid"] = evaluate.hit_ratio_at_k(scorer, split.valid_users, split.valid_items,
+                                                  split.valid_negatives, top_k)
+    return result
+
+
+class Checkpoints:
+    """Files of one model's run in `folder`, each written to a temporary name, then renamed."""
+
+    def __init__(self, folder, label):
+        self.model_path = os.path.join(folder, f"checkpoint-{label}.keras")
+        self.state_path = os.path.join(folder, f"checkpoint-{label}.json")
+        self.best_path = os.path.join(folder, f"best-{label}.weights.h5")
+
+    def save(self, model, state):
+        atomic_write(self.model_path, model.save)
+        atomic_write(self.state_path, lambda path: write_json(path, state))
+
+    def save_best(self, model):
+        atomic_write(self.best_path, model.save_weights)
+
+    def load(self, fingerprint):
+        if not (os.path.isfile(self.model_path) and os.path.isfile(self.state_path)):
+            raise TrainingError(f"--resume: no checkpoint at {self.model_path}; run without "
+                                "--resume to start")
+        with open(self.state_path) as stream:
+            state = json.load(stream)
+        if state["fingerprint"] != fingerprint:
+            changed = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+            raise TrainingError(f"--resume: the checkpoint in {self.state_path} was made with other "
+                                f"settings ({', '.join(k.lower() for k in changed)}); use the "
+                                "same settings, or run without --resume")
+        return models.load(self.model_path), state
+
+
+def atomic_write(path, write):
+    """`write(temporary)` then rename to `path`: a crash or full disk never leaves a partial
+    file under the real name."""
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".tmp-{name}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_json(path, payload):
+    with open(path, "w") as stream:
+        json.dump(payload, stream, indent=2, default=_json_default)
+        stream.write("\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validation, patience,
+        checkpoints, fingerprint, resume=False, learning_rate=None, verbose=1, log=print):
+    """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch)."""
+    history, best, start = [], {"epoch": 0, "hit_ratio": -1.0, "ndcg": -1.0}, 0
+    if resume:
+        model, state = checkpoints.load(fingerprint)
+        history, best, start = state["history"], state["best"], state["epoch"]
+        log(f"resumed from {checkpoints.model_path} after epoch {start}")
+    for epoch in range(start, num_epoch):
+        if validation and epoch - best["epoch"] >= patience and best["epoch"] > 0:
+            break
+        started = time.time()
+        inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch)
+        sample_seconds = time.time() - started
+        fitted = model.fit(batched_dataset(inputs, labels, batch_size), epochs=epoch + 1,
+                           initial_epoch=epoch, verbose=verbose,
+                           callbacks=[keras.callbacks.TerminateOnNaN()])
+        loss = float(fitted.history["loss"][-1])
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training diverged in epoch {epoch + 1} (loss {loss}); lower --learning_rate "
+                f"(now {learning_rate}) or --batch_size; the last good checkpoint "
+                f"({checkpoints.model_path}, epoch {epoch}) is kept")
+        train_seconds = time.time() - started
+        scores = score_sets(model, split, top_k, validation)
+        record = {"epoch": epoch + 1, "loss": loss, "sample_seconds": round(sample_seconds, 2),
+                  "seconds": round(train_seconds, 2),
+                  "test_hit_ratio": scores["test"]["hit_ratio"], "test_ndcg": scores["test"]["ndcg"]}
+        if "valid" in scores:
+            record.update(valid_hit_ratio=scores["valid"]["hit_ratio"],
+                          valid_ndcg=scores["valid"]["ndcg"])
+            key = (record["valid_hit_ratio"], record["valid_ndcg"])
+            if key > (best["hit_ratio"], best["ndcg"]):
+                best = {"epoch": epoch + 1, "hit_ratio": key[0], "ndcg": key[1]}
+                checkpoints.save_best(model)
+        history.append(record)
+        checkpoints.save(model, {"epoch": epoch + 1, "history": history, "best": best,
+                                 "fingerprint": fingerprint})
+        log(f"epoch {epoch + 1}/{num_epoch}: loss {loss:.4f}"
+            + (f", valid HR@{top_k} {record['valid_hit_ratio']:.3f} NDCG {record['valid_ndcg']:.3f}"
+               if "valid_hit_ratio" in record else "")
+            + f", {train_seconds:.1f} s ({len(labels) / max(train_seconds, 1e-9):,.0f} samples/s)")
+    if validation and best["epoch"] > 0 and best["epoch"] != len(history):
+        model.load_weights(checkpoints.best_path)
+        log(f"best validation epoch: {best['epoch']} (weights restored)")
+    return model, history, best["epoch"] or len(history)
