@@ -52,25 +52,30 @@ class Plays:
 # Sources
 
 def download_csvs(root_url, cache_dir=None, explicit_url=False):
-    """Downloads the three CSVs with Keras' `get_file` (cached in ~/.keras/datasets) -> folder."""
+    """Downloads the three CSVs with Keras' `get_file` into ~/.keras/lastfm (or `cache_dir`)
+    -> that folder. A file is fetched under a temporary name and renamed only when complete, so
+    an interrupted download is never mistaken for a finished one."""
     from keras.utils import get_file
     scheme = urllib.parse.urlparse(root_url).scheme
     if scheme not in ("https", "http") or (scheme == "http" and not explicit_url):
         raise DataError(f"ROOT_URL {root_url!r} must start with https:// (http:// only when set "
                         "explicitly with --root_url)")
     base = root_url if root_url.endswith("/") else root_url + "/"
-    paths = []
+    folder = os.path.join(os.path.expanduser(cache_dir or os.path.join("~", ".keras")), "lastfm")
+    os.makedirs(folder, exist_ok=True)
     for name in COLUMNS:
-        url = base + name
+        url, path = base + name, os.path.join(folder, name)
+        if os.path.isfile(path):
+            continue
         try:
-            paths.append(get_file(name, url, cache_dir=cache_dir, cache_subdir="lastfm"))
-        except (Exception, KeyboardInterrupt) as error:  # get_file removes its partial file
-            if isinstance(error, KeyboardInterrupt):
-                raise
+            partial = get_file(f".part-{name}", url, cache_dir=os.path.dirname(folder),
+                               cache_subdir="lastfm", force_download=True)
+            os.replace(partial, path)
+        except Exception as error:  # get_file removes its partial file
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise DataError(f"could not download {url} ({reason}); use --data_dir=DIR with the "
                             "three CSV files, or --dataset=sample to run offline") from None
-    return os.path.dirname(paths[0])
+    return folder
 
 
 def load_folder(data_dir, use_cache=True):
@@ -237,7 +242,8 @@ def _integer_column(frame, name, column, numeric_only=False):
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
             value = values.iloc[row]
-            shown = "missing" if pd.isna(value) else repr(value)
+            value = value.item() if isinstance(value, np.generic) else value
+            shown = "missing" if pd.isna(value) or value == "" else repr(value)
             raise DataError(f"{where}: column {column!r} row {row + 2} is {shown}; "
                             f"expected {kind} (0 or more)")
         array = np.round(numbers.to_numpy(np.float64)).astype(np.int64)
@@ -373,7 +379,8 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
 # ----------------------------------------------------------------------------------------------
 # Choosing a source, and the NCF paper's split files
 
-def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=False, log=print):
+def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=False, log=print,
+         cache_dir=None):
     """The data set the settings name -> Plays, with one line of counts printed."""
     started = time.time()
     if dataset == "sample":
@@ -386,14 +393,14 @@ def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=Fals
     elif data_dir:
         plays, source = load_folder(data_dir), data_dir
     else:
-        folder = download_csvs(root_url, explicit_url=explicit_url)
+        folder = download_csvs(root_url, cache_dir, explicit_url)
         try:
             plays = load_folder(folder)
         except DataError as error:  # a cached download that does not parse: fetch it again
             log(f"warning: {error}; downloading again")
             for name in COLUMNS:
                 os.remove(os.path.join(folder, name))
-            plays = load_folder(download_csvs(root_url, explicit_url=explicit_url))
+            plays = load_folder(download_csvs(root_url, cache_dir, explicit_url))
         source = root_url
     log(f"data: {plays.num_users:,} users, {plays.num_artists:,} artists, "
         f"{len(plays.user_ids):,} user-artist pairs"
@@ -446,7 +453,7 @@ def read_ncf_split(prefix, seed, validation=False):
             raise DataError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
     train = _read_rating(paths[0])
     test = _read_rating(paths[1])
-    negatives = _read_negatives(paths[2], len(test))
+    negatives = _read_negatives(paths[2], len(test[0]))
     num_users = int(max(train[0].max(), test[0].max())) + 1
     num_items = int(max(train[1].max(), test[1].max(), negatives.max(initial=0))) + 1
     users = np.concatenate([train[0], test[0]])

@@ -1,0 +1,168 @@
+"""Contracts of data.py: reading and checking the CSVs, the split, the paper's file format."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import data
+from conftest import write_csvs
+
+
+def tiny_frames():
+    play = pd.DataFrame({"user_id": [0, 0, 0, 1, 1, 2, 2, 2, 3],
+                         "artist_id": [0, 1, 2, 1, 3, 0, 2, 4, 4],
+                         "plays": [5, 3, 1, 7, 2, 9, 4, 4, 1]})
+    artist = pd.DataFrame({"artist_id": range(6), "artist_name": [f"a{i}" for i in range(6)]})
+    user = pd.DataFrame({"user_id": range(4), "gender": "", "age": -1, "country": ""})
+    return play, artist, user
+
+
+def test_split_holds_out_one_item_per_eligible_user_and_keeps_every_pair():
+    plays = data.frames_to_plays(*data.make_planted(200, 300, 5_000, seed=1))
+    split = data.leave_one_out(plays, 20, seed=0, validation=True)
+    counts = np.bincount(plays.user_ids, minlength=plays.num_users)
+    assert sorted(split.test_users) == sorted(np.flatnonzero(counts >= 2))
+    assert sorted(split.valid_users) == sorted(np.flatnonzero(counts >= 3))
+    everything = set(zip(split.train_users, split.train_items)) | \
+        set(zip(split.test_users, split.test_items)) | set(zip(split.valid_users, split.valid_items))
+    assert everything == set(zip(plays.user_ids, plays.artist_ids))
+    assert len(split.train_users) + len(split.test_users) + len(split.valid_users) == len(plays.user_ids)
+
+
+def test_split_candidates_are_unplayed_distinct_and_seeded():
+    plays = data.frames_to_plays(*data.make_planted(200, 300, 5_000, seed=1))
+    first = data.leave_one_out(plays, 30, seed=5)
+    again = data.leave_one_out(plays, 30, seed=5)
+    other = data.leave_one_out(plays, 30, seed=6)
+    assert np.array_equal(first.test_negatives, again.test_negatives)
+    assert np.array_equal(first.test_items, again.test_items)
+    assert not np.array_equal(first.test_negatives, other.test_negatives)
+    played = set(zip(plays.user_ids, plays.artist_ids))
+    for user, row in zip(first.test_users, first.test_negatives):
+        assert len(set(row)) == 30
+        assert not any((user, item) in played for item in row)
+
+
+def test_test_item_is_the_same_with_validation_on_or_off():
+    plays = data.frames_to_plays(*data.make_planted(100, 200, 2_000, seed=2))
+    plain = data.leave_one_out(plays, 10, seed=0)
+    valid = data.leave_one_out(plays, 10, seed=0, validation=True)
+    assert np.array_equal(plain.test_items, valid.test_items)
+    assert set(zip(valid.valid_users, valid.valid_items)).isdisjoint(
+        zip(valid.test_users, valid.test_items))
+
+
+def test_users_with_one_artist_only_train():
+    plays = data.frames_to_plays(*tiny_frames())
+    split = data.leave_one_out(plays, 1, seed=0)
+    assert 3 not in split.test_users          # user 3 played one artist
+    assert 3 in split.train_users
+
+
+def test_users_who_played_almost_everything_are_left_out_of_testing_with_a_count():
+    play = pd.DataFrame({"user_id": [0] * 9 + [1, 1, 2, 2],
+                         "artist_id": list(range(9)) + [0, 1, 2, 3], "plays": 1})
+    artist = pd.DataFrame({"artist_id": range(10), "artist_name": [f"a{i}" for i in range(10)]})
+    user = pd.DataFrame({"user_id": range(3), "gender": "", "age": -1, "country": ""})
+    split = data.leave_one_out(data.frames_to_plays(play, artist, user), 3, seed=0)
+    assert 0 not in split.test_users and split.num_untestable == 1
+    assert sorted(split.test_users) == [1, 2]
+
+
+def test_num_eval_negatives_beyond_any_users_unplayed_artists_is_refused():
+    plays = data.frames_to_plays(*tiny_frames())
+    with pytest.raises(data.DataError, match="NUM_EVAL_NEGATIVES=99"):
+        data.leave_one_out(plays, 99, seed=0)
+
+
+def test_duplicates_are_merged_and_counted(tmp_path):
+    play, artist, user = tiny_frames()
+    play = pd.concat([play, play.iloc[:2]])
+    plays = data.load_folder(write_csvs(tmp_path, play, artist, user), use_cache=False)
+    assert plays.num_duplicates == 2 and len(plays.user_ids) == 9
+    assert plays.play_counts[(plays.user_ids == 0) & (plays.artist_ids == 0)][0] == 10
+
+
+def test_crlf_and_bom_are_accepted(tmp_path):
+    folder = write_csvs(tmp_path, *tiny_frames())
+    path = os.path.join(folder, data.PLAY_FILE)
+    text = open(path).read().replace("\n", "\r\n")
+    with open(path, "wb") as stream:
+        stream.write(b"\xef\xbb\xbf" + text.encode())
+    plays = data.load_folder(folder, use_cache=False)
+    assert len(plays.user_ids) == 9
+
+
+def test_cache_round_trip_gives_the_same_data(tmp_path):
+    play, artist, user = tiny_frames()
+    artist.loc[1, "artist_name"] = "Sigur Rós"
+    folder = write_csvs(tmp_path, play, artist, user)
+    first = data.load_folder(folder)
+    assert os.path.isfile(os.path.join(folder, "lastfm_cache.npz"))
+    second = data.load_folder(folder)
+    assert np.array_equal(first.artist_ids, second.artist_ids)
+    assert list(second.artist_names) == list(first.artist_names)
+    assert second.artist_names[1] == "Sigur Rós"
+
+
+BAD_CASES = [
+    ("missing column", lambda p, a, u: (p.rename(columns={"plays": "count"}), a, u), "missing column 'plays'"),
+    ("non-integer id", lambda p, a, u: (p.assign(user_id=p.user_id.astype(object).where(p.index != 2, "x")), a, u), "'user_id' row 4 is 'x'"),
+    ("fractional id", lambda p, a, u: (p.assign(artist_id=p.artist_id.astype(float).where(p.index != 1, 1.5)), a, u), "'artist_id' row 3 is 1.5"),
+    ("missing id", lambda p, a, u: (p.assign(user_id=p.user_id.astype(float).where(p.index != 0)), a, u), "'user_id' row 2 is missing"),
+    ("negative id", lambda p, a, u: (p.assign(user_id=p.user_id.where(p.index != 3, -4)), a, u), "'user_id' row 5 is -4"),
+    ("unknown artist", lambda p, a, u: (p, a[a.artist_id != 4], u), "artist_id 4 .* is not in lastfm_artist.csv"),
+    ("text plays", lambda p, a, u: (p.assign(plays=p.plays.astype(object).where(p.index != 5, "many")), a, u), "'plays' row 7 is 'many'"),
+    ("negative plays", lambda p, a, u: (p.assign(plays=p.plays.where(p.index != 6, -2)), a, u), "'plays' row 8 is -2"),
+]
+
+
+@pytest.mark.parametrize("case, change, message", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_csv_is_refused_with_a_message_naming_file_column_and_value(tmp_path, case, change, message):
+    folder = write_csvs(tmp_path, *change(*tiny_frames()))
+    with pytest.raises(data.DataError, match=message) as caught:
+        data.load_folder(folder, use_cache=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_and_empty_files_are_refused(tmp_path):
+    folder = write_csvs(tmp_path, *tiny_frames())
+    open(os.path.join(folder, data.USER_FILE), "w").close()
+    with pytest.raises(data.DataError, match="lastfm_user.csv: the file is empty"):
+        data.load_folder(folder, use_cache=False)
+    os.remove(os.path.join(folder, data.USER_FILE))
+    with pytest.raises(data.DataError, match="lastfm_user.csv: file not found"):
+        data.load_folder(folder, use_cache=False)
+    with pytest.raises(data.DataError, match="is not a folder"):
+        data.load_folder(os.path.join(folder, "nowhere"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["user_id", "artist_id", "plays"]), st.integers(0, 8),
+       st.one_of(st.text(alphabet="abcxyz!?", min_size=1, max_size=5), st.integers(-1000, -1),
+                 st.floats(0.1, 0.9), st.just("")))
+def test_any_invalid_cell_gives_the_documented_error(tmp_path_factory, column, row, bad):
+    play, artist, user = tiny_frames()
+    play = play.astype(object)
+    play.loc[row, column] = bad
+    if column == "plays" and isinstance(bad, float):
+        return  # fractional plays are a valid number
+    folder = write_csvs(tmp_path_factory.mktemp("bad"), play, artist, user)
+    with pytest.raises(data.DataError, match=f"lastfm_play.csv: column '{column}' row {row + 2}"):
+        data.load_folder(folder, use_cache=False)
+
+
+def test_paper_format_round_trip(tmp_path):
+    plays = data.frames_to_plays(*data.make_planted(150, 200, 3_000, seed=4))
+    split = data.leave_one_out(plays, 25, seed=0, validation=True)
+    prefix = str(tmp_path / "lastfm")
+    data.write_ncf_split(split, prefix)
+    _, back = data.read_ncf_split(prefix, seed=0, validation=True)
+    assert np.array_equal(back.test_users, split.test_users)
+    assert np.array_equal(back.test_items, split.test_items)
+    assert np.array_equal(back.test_negatives, split.test_negatives)
+    pairs = set(zip(split.train_users, split.train_items)) | set(zip(split.valid_users, split.valid_items))
+    back_pairs = set(zip(back.train_users, back.train_items)) | set(zip(back.valid_users, back.valid_items))
+    assert pairs == back_pairs

@@ -1,0 +1,101 @@
+"""Downloads against a server on 127.0.0.1 started here: never the internet."""
+import http.server
+import os
+import threading
+
+import pytest
+
+import data
+from conftest import write_csvs
+
+
+class Server:
+    def __init__(self, folder, truncate=False):
+        source = folder
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=source, **kwargs)
+
+            def log_message(self, *args):
+                pass
+
+            def copyfile(self, stream, output):
+                if truncate:  # announce the whole length, send half, hang up
+                    output.write(stream.read()[: os.fstat(stream.fileno()).st_size // 2])
+                else:
+                    super().copyfile(stream, output)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    folder = write_csvs(tmp_path / "site", *data.make_planted(50, 60, 500, seed=0))
+    servers = []
+
+    def start(truncate=False):
+        servers.append(Server(folder, truncate))
+        return servers[-1].url
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_download_then_cache(served, tmp_path):
+    url = served()
+    plays = data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    assert len(plays.user_ids) > 200
+    assert set(os.listdir(tmp_path / "k" / "lastfm")) == set(data.COLUMNS) | {"lastfm_cache.npz"}
+
+
+def test_404_names_the_url_and_the_alternatives(served, tmp_path):
+    url = served() + "missing/"
+    with pytest.raises(data.DataError) as caught:
+        data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    message = str(caught.value)
+    assert url + "lastfm_play.csv" in message and "--data_dir" in message
+    assert "--dataset=sample" in message and "404" in message
+    assert not os.listdir(tmp_path / "k" / "lastfm")  # nothing half-written left behind
+
+
+def test_no_network_is_one_clear_error(tmp_path):
+    url = "http://127.0.0.1:9/"  # the discard port: nothing listens
+    with pytest.raises(data.DataError, match="could not download http://127.0.0.1:9/lastfm_play.csv"):
+        data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
+
+
+def test_truncated_download_leaves_no_file_that_a_later_run_would_trust(served, tmp_path):
+    url = served(truncate=True)
+    with pytest.raises(data.DataError, match="could not download"):
+        data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    assert not [n for n in os.listdir(tmp_path / "k" / "lastfm") if n in data.COLUMNS]
+    good = served()
+    plays = data.load("lastfm", root_url=good, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    assert len(plays.user_ids) > 200
+
+
+def test_cached_file_that_does_not_parse_is_downloaded_again(served, tmp_path):
+    url = served()
+    cache = tmp_path / "k" / "lastfm"
+    cache.mkdir(parents=True)
+    for name in data.COLUMNS:
+        (cache / name).write_text("garbage\n\x00\x01")
+    messages = []
+    plays = data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"),
+                      log=messages.append)
+    assert len(plays.user_ids) > 200
+    assert any("downloading again" in m for m in messages)
+
+
+def test_plain_http_needs_an_explicit_root_url(tmp_path):
+    with pytest.raises(data.DataError, match="must start with https://"):
+        data.load("lastfm", root_url="http://127.0.0.1:9/", cache_dir=str(tmp_path))
+    with pytest.raises(data.DataError, match="must start with https://"):
+        data.load("lastfm", root_url="file:///etc/", explicit_url=True, cache_dir=str(tmp_path))

@@ -1,0 +1,78 @@
+"""Contracts of evaluate.py and the fast scorer."""
+import numpy as np
+import pytest
+
+import data
+import evaluate
+import models
+
+
+def scorer_from(table):
+    return lambda users, items: table[users[:, None], items]
+
+
+def test_hit_miss_and_tie_by_the_notebooks_rule():
+    # 3 users, 12 candidates: the held-out item is 0, negatives 1..11.
+    table = np.zeros((3, 12))
+    table[0] = [20] + list(range(11))         # above all: hit, rank 0
+    table[1] = [1.5] + list(range(11))        # 9 negatives above 1.5: rank 9, a hit at 10
+    table[2] = [1.0] + list(range(11))        # ties the 10th best (1.0): 9 above + 1 tie = miss
+    negatives = np.tile(np.arange(1, 12), (3, 1))
+    result = evaluate.hit_ratio_at_k(scorer_from(table), np.arange(3), np.zeros(3, int),
+                                     negatives, 10)
+    assert list(result["ranks"]) == [0, 9, 10]
+    assert result["hit_ratio"] == pytest.approx(2 / 3)
+    assert result["ndcg"] == pytest.approx((1 + 1 / np.log2(11)) / 3)
+    neg_scores = table[:, 1:]
+    notebook = [table[u, 0] > np.sort(neg_scores[u])[-10] for u in range(3)]
+    assert notebook == [True, True, False]
+
+
+def test_constant_scores_never_hit():
+    result = evaluate.hit_ratio_at_k(lambda u, i: np.zeros(i.shape), np.arange(4),
+                                     np.zeros(4, int), np.ones((4, 20), int), 10)
+    assert result["hit_ratio"] == 0.0
+
+
+def test_top_k_beyond_candidates_is_refused():
+    with pytest.raises(ValueError, match="TOP_K=30"):
+        evaluate.hit_ratio_at_k(lambda u, i: np.zeros(i.shape), np.arange(2), np.zeros(2, int),
+                                np.ones((2, 20), int), 30)
+
+
+@pytest.mark.parametrize("name", ["mlp", "gmf", "neumf"])
+def test_fast_scorer_equals_model_predict(name):
+    model = models.build_model(name, 30, 40, embedding_dim=8, hidden_units=(16, 8, 4))
+    # move the weights away from their initial values so every part matters
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()])
+    users = np.arange(30)
+    items = rng.integers(0, 40, (30, 7))
+    fast = models.make_scorer(model)(users, items)
+    slow = models.predict_scorer(model)(users, items)
+    assert np.allclose(fast, slow, atol=1e-5)
+
+
+def test_bpr_scorer_is_dot_plus_bias():
+    model = models.build_model("bpr", 5, 6, embedding_dim=4)
+    user_table = model.get_layer("user_embedding").get_weights()[0]
+    item_table = model.get_layer("item_embedding").get_weights()[0]
+    bias = np.arange(6, dtype=np.float32)[:, None]
+    model.get_layer("item_bias").set_weights([bias])
+    items = np.array([[0, 5], [3, 2]])
+    scores = models.make_scorer(model)(np.array([1, 4]), items)
+    expected = np.einsum("nd,ncd->nc", user_table[[1, 4]], item_table[items]) + bias[items, 0]
+    assert np.allclose(scores, expected, atol=1e-6)
+
+
+def test_full_ranking_masks_played_items():
+    plays = data.frames_to_plays(*data.make_planted(20, 30, 200, seed=0))
+    split = data.leave_one_out(plays, 5, seed=0)
+    # scores favour played items: masking them must still let the held-out item be ranked
+    # against unplayed items only
+    played = np.zeros((split.num_users, split.num_items))
+    played[plays.user_ids, plays.artist_ids] = 100.0
+    table = played + np.arange(split.num_items)[None, :] * 0.001
+    result = evaluate.full_ranking(scorer_from(table), split.test_users, split.test_items,
+                                   split.sampler, 10)
+    assert result["hit_ratio"] == 1.0 and (result["ranks"] == 0).all()

@@ -1,0 +1,85 @@
+"""Contracts of sampling.py: negatives are exact (never played) and their ratio is exact."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+import data
+import sampling
+
+
+def sampler_for(pairs, num_users, num_items):
+    users = np.array([u for u, _ in pairs], np.int32)
+    items = np.array([i for _, i in pairs], np.int32)
+    return sampling.NegativeSampler(users, items, num_users, num_items), users, items
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 30).flatmap(lambda num_items: st.tuples(
+    st.just(num_items),
+    st.sets(st.tuples(st.integers(0, 5), st.integers(0, num_items - 1)), min_size=1, max_size=80))),
+    st.integers(0, 2**31))
+def test_negatives_are_never_played_and_cover_every_unplayed_artist(case, seed):
+    num_items, pairs = case
+    sampler, users, items = sampler_for(sorted(pairs), 6, num_items)
+    played = set(pairs)
+    rng = np.random.default_rng(seed)
+    candidates = np.array([u for u in range(6) if sampler.num_free[u] > 0])
+    if len(candidates) == 0:
+        return
+    for query_users in (np.repeat(candidates, 200), rng.permutation(np.repeat(candidates, 200))):
+        drawn = sampler.sample(query_users, rng)
+        assert not any((u, i) in played for u, i in zip(query_users, drawn))
+        assert ((drawn >= 0) & (drawn < num_items)).all()
+        for user in candidates:  # 200 draws reach every unplayed artist of a small catalogue
+            unplayed = {i for i in range(num_items) if (user, i) not in played}
+            if len(unplayed) <= 5:
+                assert set(drawn[query_users == user]) == unplayed
+
+
+def test_sorted_and_unsorted_paths_draw_uniformly():
+    sampler, _, _ = sampler_for([(0, 1), (0, 3), (1, 0)], 2, 6)
+    rng = np.random.default_rng(0)
+    many = sampler.sample(np.zeros(200_000, np.int64), rng)   # sorted path
+    counts = np.bincount(many, minlength=6)
+    assert counts[1] == counts[3] == 0
+    assert np.allclose(counts[[0, 2, 4, 5]] / 200_000, 0.25, atol=0.01)
+    few = sampler.sample(np.array([0, 1, 0, 1] * 1000), rng)  # unsorted path
+    assert not np.isin(few[::2], [1, 3]).any() and not (few[1::2] == 0).any()
+
+
+def test_training_set_has_exact_ratio_and_no_played_or_held_out_negative():
+    plays = data.frames_to_plays(*data.make_planted(200, 300, 5_000, seed=1))
+    split = data.leave_one_out(plays, 20, seed=0, validation=True)
+    rng = np.random.default_rng(0)
+    users, items, labels = sampling.training_set(split.train_users, split.train_items,
+                                                 split.sampler, 4, rng)
+    assert (labels == 1).sum() == len(split.train_users)
+    assert (labels == 0).sum() == 4 * len(split.train_users)
+    negatives = set(zip(users[labels == 0], items[labels == 0]))
+    assert negatives.isdisjoint(zip(plays.user_ids, plays.artist_ids))
+    assert negatives.isdisjoint(zip(split.test_users, split.test_items))
+    assert negatives.isdisjoint(zip(split.valid_users, split.valid_items))
+
+
+def test_same_seed_same_epoch():
+    plays = data.frames_to_plays(*data.make_planted(100, 200, 2_000, seed=1))
+    split = data.leave_one_out(plays, 10, seed=0)
+    one = sampling.training_set(split.train_users, split.train_items, split.sampler, 3,
+                                np.random.default_rng([7, 1]))
+    two = sampling.training_set(split.train_users, split.train_items, split.sampler, 3,
+                                np.random.default_rng([7, 1]))
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_user_who_played_everything_gets_no_negatives():
+    sampler, users, items = sampler_for([(0, 0), (0, 1), (0, 2), (1, 0)], 2, 3)
+    u, i, labels = sampling.training_set(users, items, sampler, 2, np.random.default_rng(0))
+    assert (labels == 1).sum() == 4 and set(u[labels == 0]) == {1}
+    assert set(i[labels == 0]) <= {1, 2}
+
+
+def test_distinct_candidates_for_crowded_users():
+    pairs = [(0, i) for i in range(90)] + [(1, 0)]
+    sampler, _, _ = sampler_for(pairs, 2, 100)
+    rows = sampler.sample_distinct(np.array([0, 1]), 10, np.random.default_rng(0))
+    assert sorted(rows[0]) == list(range(90, 100))
+    assert len(set(rows[1])) == 10 and 0 not in rows[1]
