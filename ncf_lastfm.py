@@ -103,6 +103,8 @@ def _typed_value(key, text, default):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text
+    if isinstance(default, str) and not isinstance(value, str):
+        value = text  # --recommend_user=0,7 and --similar_to=1349 are text
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(default, tuple) and isinstance(value, (int, list)):
@@ -151,15 +153,37 @@ def parse_user_list(text):
     return users
 
 
+def import_tensorflow_quietly():
+    """TensorFlow's C++ start-up notes (oneDNN, CUDA) go to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says; they would bury a one-line error. Silence them at import only."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     """Command-line entry: bad input is one line on stderr and exit code 2, never a traceback."""
-    import data
-    import training
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings, given = parse_settings(argv, {name: globals()[name] for name in SETTINGS})
+    except SettingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import_tensorflow_quietly()
+    import data
+    import training
+    try:
         return run(settings, given)
-    except (SettingError, data.DataError) as error:
+    except data.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except training.TrainingError as error:
@@ -170,7 +194,7 @@ def main(argv=None):
               "choose another --output_dir", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        folder = settings.get("OUTPUT_DIR", OUTPUT_DIR)
+        folder = settings["OUTPUT_DIR"]
         print(f"\ninterrupted: the last complete epoch's checkpoint is in {folder}/; run the same "
               "command with --resume to continue", file=sys.stderr)
         return 130

@@ -135,6 +135,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
         checkpoints, fingerprint, resume=False, learning_rate=None, verbose=1, log=print):
     """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch)."""
     history, best, start = [], {"epoch": 0, "hit_ratio": -1.0, "ndcg": -1.0}, 0
+    fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))  # as stored
     if resume:
         model, state = checkpoints.load(fingerprint)
         history, best, start = state["history"], state["best"], state["epoch"]

@@ -1,0 +1,448 @@
+"""Speed of the project's pipeline against the notebook-faithful one, measured in one run.
+
+Run from the repository root:   python bench/speed.py [--scale=1.0] [--seed=0]
+
+Data: the synthetic LastFM-like set of `data.load("synthetic", scale, seed)` (at scale 1.0:
+358,868 users, 160,112 artists, 17.3M plays), written by a child process as the three CSV files
+into a temporary folder (so that generating it counts neither in the timings nor in this
+process' peak memory), read back with `data.load_folder` twice (CSV, then the .npz cache),
+split with `data.leave_one_out(plays, 99, seed)`. The folder is deleted at the end.
+
+Measured (each row of the table says how: timed in full, or a slice timed and extrapolated):
+  load_seconds / cached_load_seconds  data.load_folder, first call (parse + cache) and second
+  sampling_seconds                    training.epoch_data for one full epoch (neg_ratio 4)
+  train_samples_per_s[_<batch>]       build_model("mlp", optimizer="lazy_adam") fed by
+                                      training.batched_dataset, model.fit, steady state
+  naive_train_samples_per_s           build_model(..., optimizer="adam") fed by
+                                      from_tensor_slices(...).batch(1024), steady state
+  eval_pairs_per_s                    models.make_scorer + evaluate.hit_ratio_at_k, all users
+  naive_eval_pairs_per_s              the notebook's loop, two model.predict calls per user
+  peak_rss_mb                         resource.getrusage(RUSAGE_SELF).ru_maxrss of this process
+The last line of output is one JSON object with every number.
+"""
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402  (pandas and NumPy only: TensorFlow is imported in main())
+
+FULL_SIZES = (358_868, 160_112, 17_302_623)   # users, artists, plays at scale 1.0
+NEG_RATIO = 4                                # ncf_lastfm.NEG_RATIO
+NUM_EVAL_NEGATIVES = 99
+TOP_K = 10
+PROJECT_BATCH = 1024                         # ncf_lastfm.BATCH_SIZE
+# batch size -> (warm-up steps, timed steps); both cut to what one epoch holds
+TRAIN_PLAN = {1024: (20, 2000), 8192: (10, 400), 65536: (4, 100)}
+NAIVE_PLAN = (20, 200)                       # batch 1024 (the notebook's), Keras' dense Adam
+NAIVE_EVAL_USERS = (2, 30)                   # warm-up users, timed users
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU accounting: how much of the machine this process had, and how much others took
+
+def _machine_busy_seconds():
+    try:
+        with open("/proc/stat") as stream:
+            fields = [int(v) for v in stream.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Phase:
+    """Times a block: wall seconds, this process' CPU seconds, and the share of the machine's
+    CPU that other processes used meanwhile (0 = an idle machine, 1 = every core busy)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self._wall, self._own, self._busy = time.perf_counter(), _own_cpu_seconds(), \
+            _machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._wall
+        self.cpu_seconds = _own_cpu_seconds() - self._own
+        others = (_machine_busy_seconds() - self._busy) - self.cpu_seconds
+        self.others_share = max(0.0, others) / max(self.seconds * os.cpu_count(), 1e-9)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing the CSV files (the child process)
+
+def _digits(values):
+    """Non-negative ints -> (n, width) uint8 ASCII digits right-aligned, (n, width) bool mask of
+    the digits to keep (no leading zeros)."""
+    values = np.asarray(values, np.int64)
+    if len(values) and values.min() < 0:
+        raise ValueError("negative value")
+    width = len(str(int(values.max()))) if len(values) else 1
+    text = np.empty((len(values), width), np.uint8)
+    rest = values.copy()
+    for position in range(width - 1, -1, -1):
+        text[:, position] = 48 + rest % 10
+        rest //= 10
+    length = np.ones(len(values), np.int64)
+    for power in range(1, width):
+        length += values >= 10 ** power
+    keep = np.arange(width)[None, :] >= (width - length)[:, None]
+    return text, keep
+
+
+def write_int_csv(path, columns, chunk=2_000_000):
+    """A CSV of integer columns, byte for byte what `DataFrame.to_csv(index=False)` writes, but
+    vectorised (pandas' writer takes about 35 s for the 17.3M plays)."""
+    names = list(columns)
+    size = len(columns[names[0]])
+    with open(path, "wb") as stream:
+        stream.write((",".join(names) + "\n").encode())
+        for start in range(0, size, chunk):
+            texts, keeps = [], []
+            for number, name in enumerate(names):
+                text, keep = _digits(columns[name][start:start + chunk])
+                separator = np.full((len(text), 1), ord("\n" if number == len(names) - 1
+                                                         else ","), np.uint8)
+                texts += [text, separator]
+                keeps += [keep, np.ones((len(text), 1), bool)]
+            np.concatenate(texts, axis=1)[np.concatenate(keeps, axis=1)].tofile(stream)
+
+
+def write_csvs(folder, scale, seed):
+    """The synthetic data of data.load("synthetic", scale, seed) as the notebook's three CSVs."""
+    started = time.perf_counter()
+    sizes = [max(2, round(n * scale)) for n in FULL_SIZES]   # as data.load does
+    play_df, artist_df, user_df = data.make_planted(*sizes, seed)
+    made = time.perf_counter()
+    write_int_csv(os.path.join(folder, data.PLAY_FILE),
+                  {c: play_df[c].to_numpy() for c in data.COLUMNS[data.PLAY_FILE]})
+    artist_df.to_csv(os.path.join(folder, data.ARTIST_FILE), index=False)
+    user_df.to_csv(os.path.join(folder, data.USER_FILE), index=False)
+    return {"generate_seconds": made - started, "write_csv_seconds": time.perf_counter() - made,
+            "plays": len(play_df),
+            "csv_mb": sum(os.path.getsize(os.path.join(folder, n)) for n in data.COLUMNS) / 2**20,
+            "child_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# ----------------------------------------------------------------------------------------------
+# The measurements
+
+def parse_args(argv):
+    settings = {"scale": 1.0, "seed": 0, "write_csv": ""}
+    for argument in argv:
+        key, _, value = argument.lstrip("-").partition("=")
+        key = key.replace("-", "_")
+        if key not in settings:
+            raise SystemExit(f"unknown option {argument!r}; usage: python bench/speed.py "
+                             "[--scale=1.0] [--seed=0]")
+        settings[key] = type(settings[key])(value)
+    return settings
+
+
+def slice_of(inputs, labels, start, stop):
+    return {name: array[start:stop] for name, array in inputs.items()}, labels[start:stop]
+
+
+def time_project_training(split, inputs, labels, batch_size, warm_steps, timed_steps, seed):
+    """LazyAdam + batched_dataset: warm-up fit (tracing), then a timed fit -> (row, model)."""
+    import models
+    import training
+    steps_in_epoch = len(labels) // batch_size
+    warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
+    timed_steps = min(timed_steps, steps_in_epoch - warm_steps)
+    training.seed_everything(seed)
+    model = models.build_model("mlp", split.num_users, split.num_items, optimizer="lazy_adam")
+    warm = slice_of(inputs, labels, 0, warm_steps * batch_size)
+    model.fit(training.batched_dataset(*warm, batch_size), verbose=0)
+    timed = slice_of(inputs, labels, warm_steps * batch_size,
+                     (warm_steps + timed_steps) * batch_size)
+    dataset = training.batched_dataset(*timed, batch_size)
+    with Phase(f"train {batch_size}") as phase:
+        history = model.fit(dataset, verbose=0)
+    samples = timed_steps * batch_size
+    return {"batch_size": batch_size, "steps": timed_steps, "samples": samples,
+            "seconds": phase.seconds, "samples_per_s": samples / phase.seconds,
+            "ms_per_step": 1000 * phase.seconds / timed_steps, "phase": phase,
+            "loss": float(history.history["loss"][-1])}, model
+
+
+def time_naive_training(split, inputs, labels, seed):
+    """The notebook's way: Keras' Adam, from_tensor_slices(...).batch(1024)."""
+    import models
+    import tensorflow as tf
+    import training
+    batch_size, (warm_steps, timed_steps) = 1024, NAIVE_PLAN
+    steps_in_epoch = len(labels) // batch_size
+    warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
+    timed_steps = min(timed_steps, steps_in_epoch - warm_steps)
+
+    def notebook_dataset(start, stop):
+        x, y = slice_of(inputs, labels, start * batch_size, stop * batch_size)
+        return tf.data.Dataset.from_tensor_slices(({"user": x["user"], "item": x["item"]},
+                                                   y)).batch(batch_size)
+
+    training.seed_everything(seed)
+    model = models.build_model("mlp", split.num_users, split.num_items, optimizer="adam")
+    model.fit(notebook_dataset(0, warm_steps), verbose=0)
+    dataset = notebook_dataset(warm_steps, warm_steps + timed_steps)
+    with Phase("naive train") as phase:
+        history = model.fit(dataset, verbose=0)
+    samples = timed_steps * batch_size
+    return {"batch_size": batch_size, "steps": timed_steps, "samples": samples,
+            "seconds": phase.seconds, "samples_per_s": samples / phase.seconds,
+            "ms_per_step": 1000 * phase.seconds / timed_steps, "phase": phase,
+            "loss": float(history.history["loss"][-1])}
+
+
+def naive_evaluation(model, split, users):
+    """The notebook's loop over `users` (indices into the test set): one predict for the
+    held-out artist, one for its 99 negatives -> ranks (candidates scoring >= the held-out)."""
+    ranks = []
+    for row in users:
+        user, item = split.test_users[row], split.test_items[row]
+        negatives = split.test_negatives[row]
+        positive = model.predict({"user": np.array([user], np.int32),
+                                  "item": np.array([item], np.int32)}, verbose=0)
+        scores = model.predict({"user": np.full(len(negatives), user, np.int32),
+                                "item": negatives.astype(np.int32)}, verbose=0)
+        ranks.append(int((scores.ravel() >= positive.ravel()[0]).sum()))
+    return np.array(ranks)
+
+
+def main(argv):
+    settings = parse_args(argv)
+    scale, seed = settings["scale"], settings["seed"]
+    if settings["write_csv"]:   # the child process
+        print(json.dumps(write_csvs(settings["write_csv"], scale, seed)))
+        return
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    warnings.filterwarnings("ignore", message=".*PyDataset.*")
+    run_started = time.perf_counter()
+    run_phase = Phase("run").__enter__()
+    load_average = os.getloadavg()
+    rows, result = [], {"scale": scale, "seed": seed, "cpu_count": os.cpu_count()}
+
+    def row(what, value, unit, how, phase=None):
+        rows.append((what, value, unit, how, phase))
+
+    folder = tempfile.mkdtemp(prefix="ncf-speed-")
+    try:
+        # 1. The CSVs, made by a child process; then load_folder twice.
+        log(f"[speed] writing the synthetic CSVs at scale {scale:g} into {folder} ...")
+        with Phase("csv") as phase:
+            child = subprocess.run([sys.executable, os.path.abspath(__file__),
+                                    f"--scale={scale}", f"--seed={seed}",
+                                    f"--write_csv={folder}"],
+                                   check=True, stdout=subprocess.PIPE, text=True)
+        made = json.loads(child.stdout.strip().splitlines()[-1])
+        result.update(generate_seconds=round(made["generate_seconds"], 2),
+                      write_csv_seconds=round(made["write_csv_seconds"], 2),
+                      csv_mb=round(made["csv_mb"], 1),
+                      child_peak_rss_mb=round(made["child_peak_rss_mb"], 1))
+        log(f"[speed] data made in {phase.seconds:.1f} s; loading ...")
+        with Phase("load") as load:
+            first = data.load_folder(folder)
+        with Phase("cached load") as cached_load:
+            plays = data.load_folder(folder)
+        if not (np.array_equal(first.user_ids, plays.user_ids)
+                and np.array_equal(first.artist_ids, plays.artist_ids)
+                and np.array_equal(first.play_counts, plays.play_counts)):
+            raise SystemExit("the cached load differs from the CSV load")
+        del first
+        result.update(users=plays.num_users, artists=plays.num_artists,
+                      pairs=int(len(plays.user_ids)),
+                      load_seconds=round(load.seconds, 3),
+                      cached_load_seconds=round(cached_load.seconds, 3))
+        row("load: data.load_folder, 1st call (read CSV, check, merge, write .npz)",
+            load.seconds, "s", f"timed in full; {made['csv_mb']:.0f} MB of CSV, files in the OS "
+            "page cache (just written)", load)
+        row("load: data.load_folder, 2nd call (read .npz cache)", cached_load.seconds, "s",
+            "timed in full", cached_load)
+
+        # 2. Split.
+        log(f"[speed] {plays.num_users:,} users, {plays.num_artists:,} artists, "
+            f"{len(plays.user_ids):,} pairs; splitting ...")
+        with Phase("split") as phase:
+            split = data.leave_one_out(plays, NUM_EVAL_NEGATIVES, seed)
+        del plays
+        result["split_seconds"] = round(phase.seconds, 3)
+        row("split: data.leave_one_out(plays, 99, seed)", phase.seconds, "s", "timed in full",
+            phase)
+
+        # 3. One epoch's data: negative sampling + shuffle.
+        log("[speed] importing TensorFlow; sampling one epoch ...")
+        import keras  # noqa: F401  (imported here so the child process never loads it)
+        import tensorflow as tf  # noqa: F401
+        import evaluate
+        import models
+        import training
+        with Phase("sampling") as sampling_phase:
+            inputs, labels = training.epoch_data("mlp", split, NEG_RATIO, seed, 0)
+        epoch_samples = len(labels)
+        result.update(sampling_seconds=round(sampling_phase.seconds, 3),
+                      epoch_samples=epoch_samples, train_pairs=int(len(split.train_users)))
+        row(f"sampling: training.epoch_data, one epoch ({epoch_samples:,} samples)",
+            sampling_phase.seconds, "s", "timed in full", sampling_phase)
+
+        # 4. The project's training path at several batch sizes.
+        measured, eval_model = {}, None
+        for batch_size, (warm_steps, timed_steps) in TRAIN_PLAN.items():
+            log(f"[speed] project training, batch {batch_size} ...")
+            measured[batch_size], model = time_project_training(
+                split, inputs, labels, batch_size, warm_steps, timed_steps, seed)
+            m = measured[batch_size]
+            log(f"[speed]   {m['samples_per_s']:,.0f} samples/s ({m['ms_per_step']:.1f} ms/step)")
+            if batch_size == PROJECT_BATCH:
+                eval_model = model
+            del model
+            result[f"train_samples_per_s_{batch_size}"] = round(m["samples_per_s"])
+            row(f"train: lazy_adam + batched_dataset, batch {batch_size}", m["samples_per_s"],
+                "samples/s", f"{m['steps']} steps ({m['samples']:,} samples) timed after "
+                "a warm-up fit; extrapolated", m["phase"])
+        best = max(measured, key=lambda b: measured[b]["samples_per_s"])
+        train_rate = measured[best]["samples_per_s"]
+        epoch_seconds = sampling_phase.seconds + epoch_samples / train_rate
+        epoch_at_project = (sampling_phase.seconds
+                            + epoch_samples / measured[PROJECT_BATCH]["samples_per_s"])
+        result.update(batch_size=best, train_samples_per_s=round(train_rate),
+                      epoch_seconds=round(epoch_seconds, 1),
+                      epoch_seconds_at_1024=round(epoch_at_project, 1))
+        row(f"epoch: sampling + {epoch_samples:,} samples at batch {best}", epoch_seconds, "s",
+            "computed: sampling_seconds + epoch_samples / train_samples_per_s")
+        row(f"epoch: the same at batch {PROJECT_BATCH} (the project's default)",
+            epoch_at_project, "s", "computed the same way")
+
+        # 5. The notebook's training.
+        log("[speed] naive training (Keras Adam, from_tensor_slices.batch(1024)) ...")
+        naive = time_naive_training(split, inputs, labels, seed)
+        del inputs, labels
+        result.update(naive_train_samples_per_s=round(naive["samples_per_s"]),
+                      train_speedup=round(train_rate / naive["samples_per_s"], 1),
+                      train_speedup_at_1024=round(
+                          measured[PROJECT_BATCH]["samples_per_s"] / naive["samples_per_s"], 1),
+                      naive_epoch_seconds=round(epoch_samples / naive["samples_per_s"], 1))
+        row("train (naive): Adam + from_tensor_slices(...).batch(1024)", naive["samples_per_s"],
+            "samples/s", f"{naive['steps']} steps ({naive['samples']:,} samples) timed after a "
+            "warm-up fit; extrapolated", naive["phase"])
+        row("naive epoch (training only)", epoch_samples / naive["samples_per_s"], "s",
+            "computed: epoch_samples / naive_train_samples_per_s")
+
+        # 6. The project's evaluation: every test user, 1 + 99 candidates.
+        num_test = len(split.test_users)
+        log(f"[speed] project evaluation over {num_test:,} users ...")
+        with Phase("eval") as eval_phase:
+            scorer = models.make_scorer(eval_model)
+            metrics = evaluate.hit_ratio_at_k(scorer, split.test_users, split.test_items,
+                                              split.test_negatives, TOP_K)
+        pairs = num_test * (1 + NUM_EVAL_NEGATIVES)
+        eval_rate = pairs / eval_phase.seconds
+        result.update(eval_users=num_test, eval_seconds=round(eval_phase.seconds, 3),
+                      eval_pairs_per_s=round(eval_rate),
+                      hit_ratio=round(metrics["hit_ratio"], 4))
+        row(f"eval: make_scorer + hit_ratio_at_k, {num_test:,} users x 100", eval_rate,
+            "pairs/s", f"timed in full ({eval_phase.seconds:.1f} s, make_scorer included)",
+            eval_phase)
+
+        # 7. The notebook's evaluation: two predict calls per user.
+        warm_users, timed_users = NAIVE_EVAL_USERS
+        timed_users = min(timed_users, max(1, num_test - warm_users))
+        log(f"[speed] naive evaluation on {timed_users} users ...")
+        naive_evaluation(eval_model, split, range(warm_users))
+        chosen = np.arange(warm_users, warm_users + timed_users)
+        with Phase("naive eval") as naive_eval:
+            naive_ranks = naive_evaluation(eval_model, split, chosen)
+        naive_eval_rate = timed_users * (1 + NUM_EVAL_NEGATIVES) / naive_eval.seconds
+        agree = int((metrics["ranks"][chosen] == naive_ranks).sum())
+        result.update(naive_eval_pairs_per_s=round(naive_eval_rate, 1),
+                      eval_speedup=round(eval_rate / naive_eval_rate, 1),
+                      naive_eval_seconds_all_users=round(pairs / naive_eval_rate),
+                      naive_eval_ranks_agree=f"{agree}/{timed_users}")
+        row(f"eval (naive): 2 x model.predict per user, {timed_users} users", naive_eval_rate,
+            "pairs/s", f"timed after {warm_users} warm-up users; extrapolated (ranks agree with "
+            f"the scorer's for {agree}/{timed_users})", naive_eval)
+        row(f"naive eval of all {num_test:,} users", pairs / naive_eval_rate, "s",
+            "computed: users x 100 / naive_eval_pairs_per_s")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    run_phase.__exit__(None, None, None)
+    result.update(peak_rss_mb=round(peak, 1), wall_seconds=round(time.perf_counter() - run_started, 1),
+                  others_cpu_share=round(run_phase.others_share, 3),
+                  load_average_at_start=[round(v, 2) for v in load_average],
+                  load_average_at_end=[round(v, 2) for v in os.getloadavg()],
+                  tensorflow=tf.__version__, keras=keras.__version__)
+    row("peak RSS of this process (ru_maxrss)", peak, "MB",
+        f"CSV generation ran in a child process (its peak: {made['child_peak_rss_mb']:,.0f} MB)")
+    for key, target, better in (("train_samples_per_s", 1.45e6, "high"),
+                                ("eval_pairs_per_s", 3.6e6, "high"),
+                                ("train_speedup", 100, "high"), ("eval_speedup", 1000, "high"),
+                                ("peak_rss_mb", 6144, "low")):
+        result.setdefault("targets_met", {})[key] = bool(
+            result[key] >= target if better == "high" else result[key] < target)
+    print_table(rows, result, run_phase)
+    print(json.dumps(result), flush=True)
+
+
+def _format(value, unit):
+    if unit == "s":
+        return f"{value:,.2f} s"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
+
+
+def print_table(rows, result, run_phase):
+    print(f"NCF speed bench: scale {result['scale']:g} ({result['users']:,} users, "
+          f"{result['artists']:,} artists, {result['pairs']:,} pairs), seed {result['seed']}, "
+          f"{result['cpu_count']} CPUs, TensorFlow {result['tensorflow']}, Keras {result['keras']}")
+    print(f"data made in a child process: {result['generate_seconds']:.1f} s make_planted, "
+          f"{result['write_csv_seconds']:.1f} s writing CSV (not measured below)")
+    head = f"{'measurement':<66} {'value':>20}  {'cpu':>5} {'others':>6}  how"
+    print(head)
+    print("-" * len(head))
+    for what, value, unit, how, phase in rows:
+        cpu = others = ""
+        if phase is not None and phase.seconds > 0:
+            cpu = f"{phase.cpu_seconds / phase.seconds:.2f}"
+            others = f"{100 * phase.others_share:.0f}%"
+        print(f"{what:<66} {_format(value, unit):>20}  {cpu:>5} {others:>6}  {how}")
+    print("-" * len(head))
+    print("cpu = this process' CPU seconds per wall second (2 = both cores); others = share of the "
+          "machine's CPU other processes used meanwhile")
+    print(f"speed-ups: training x{result['train_speedup']} at batch {result['batch_size']} "
+          f"(x{result['train_speedup_at_1024']} at batch 1024), evaluation "
+          f"x{result['eval_speedup']}")
+    print(f"whole run: {result['wall_seconds']:.0f} s wall; other processes used "
+          f"{100 * run_phase.others_share:.0f}% of the machine's CPU (load average "
+          f"{result['load_average_at_start'][0]} at start, {result['load_average_at_end'][0]} "
+          "at end)")
+    print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}"
+                                  for k, v in result["targets_met"].items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

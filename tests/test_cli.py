@@ -1,0 +1,218 @@
+"""The script end to end: settings, one-line errors, outputs, learning, resume, load."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import data
+import ncf_lastfm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(capsys, *argv):
+    code = ncf_lastfm.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num_epochs=3"], "unknown setting --num_epochs; known settings: "),
+    (["--num_epoch=three"], "--num_epoch=three is a str; expected a int"),
+    (["--learning_rate=fast"], "--learning_rate=fast is a str; expected a float"),
+    (["--neg_ratio=0"], "--neg_ratio=0 is out of range"),
+    (["--batch_size=0"], "--batch_size=0 is out of range"),
+    (["--top_k=200"], "--top_k=200 is out of range; expected an integer from 1 to NUM_EVAL_NEGATIVES=99"),
+    (["--dataset=imdb"], "--dataset='imdb' is out of range; expected one of lastfm, sample, synthetic"),
+    (["--model=svd"], "--model='svd' is out of range"),
+    (["epochs"], "unexpected argument 'epochs'"),
+    (["--recommend_user=abc"], "--recommend_user='abc' must be user ids"),
+    (["--data_dir=/nowhere/at/all"], "--data_dir '/nowhere/at/all' is not a folder"),
+])
+def test_bad_settings_exit_2_with_one_line(capsys, argv, message):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_settings_are_typed():
+    settings, given = ncf_lastfm.parse_settings(
+        ["--num_epoch=3", "--learning_rate=1", "--hidden_units=(64,32)", "--validation",
+         "--dataset=sample"], {k: getattr(ncf_lastfm, k) for k in ncf_lastfm.SETTINGS})
+    assert settings["NUM_EPOCH"] == 3 and settings["LEARNING_RATE"] == 1.0
+    assert settings["HIDDEN_UNITS"] == (64, 32) and settings["VALIDATION"] is True
+    assert settings["DATASET"] == "sample" and given == {"NUM_EPOCH", "LEARNING_RATE",
+                                                        "HIDDEN_UNITS", "VALIDATION", "DATASET"}
+
+
+def test_num_eval_negatives_beyond_unplayed_artists_is_one_line(capsys, tmp_path):
+    folder = tmp_path / "csv"
+    from conftest import write_csvs
+    write_csvs(folder, *data.make_planted(20, 30, 200, seed=0))
+    code, out, err = run_main(capsys, f"--data_dir={folder}", "--num_eval_negatives=50",
+                              "--top_k=10", f"--output_dir={tmp_path / 'o'}")
+    assert code == 2 and "NUM_EVAL_NEGATIVES=50 is larger than" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One run on planted data, reused: 8 epochs, recommendations and similar artists."""
+    base = tmp_path_factory.mktemp("run")
+    from conftest import write_csvs
+    frames = data.make_planted(400, 2_000, 12_000, seed=3)
+    folder = write_csvs(base / "csv", *frames)
+    output = base / "out"
+    popular = int(frames[0].artist_id.value_counts().index[0])  # well trained: many plays
+    argv = [f"--data_dir={folder}", "--num_epoch=8", "--batch_size=256", f"--output_dir={output}",
+            "--quiet", "--recommend_user=0,7", f"--similar_to=artist {popular:05d}"]
+    process = subprocess.run([sys.executable, "ncf_lastfm.py", *argv], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr
+    return {"folder": folder, "output": output, "stdout": process.stdout, "argv": argv,
+            "popular": popular}
+
+
+def test_end_to_end_prints_the_notebooks_last_lines_and_writes_metrics(trained):
+    lines = trained["stdout"].strip().splitlines()
+    assert lines[-2].startswith("hit ratio : 0.") and len(lines[-2]) == len("hit ratio : 0.000")
+    assert lines[-1].startswith("ndcg : 0.")
+    metrics = json.load(open(trained["output"] / "metrics.json"))
+    for key in ("hit_ratio", "ndcg", "popularity_hit_ratio", "popularity_ndcg", "num_test_users",
+                "num_epoch", "train_seconds", "eval_seconds", "settings"):
+        assert key in metrics
+    assert f"{metrics['hit_ratio']:.3f}" == lines[-2].split(" : ")[1]
+    assert metrics["num_epoch"] == 8 and metrics["num_test_users"] == 400
+
+
+def test_learning_beats_popularity_on_planted_data(trained):
+    metrics = json.load(open(trained["output"] / "metrics.json"))
+    assert metrics["hit_ratio"] > metrics["popularity_hit_ratio"] + 0.1
+    assert metrics["ndcg"] > metrics["popularity_ndcg"] + 0.05
+
+
+def test_plots_are_valid_images(trained):
+    import matplotlib.image
+    for name in ("training_curves.png", "hit_ratio_at_k.png"):
+        path = trained["output"] / name
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 0.01
+
+
+def test_recommendations_are_unplayed_and_sorted(trained):
+    frame = pd.read_csv(trained["output"] / "recommendations.csv")
+    assert list(frame.columns) == ["user_id", "rank", "artist_id", "artist_name", "score"]
+    plays = data.load_folder(trained["folder"], use_cache=False)
+    played = set(zip(plays.user_ids, plays.artist_ids))
+    for user, rows in frame.groupby("user_id"):
+        assert len(rows) == 10 and list(rows["rank"]) == list(range(1, 11))
+        assert (np.diff(rows["score"].to_numpy()) <= 0).all()
+        assert not any((user, a) in played for a in rows["artist_id"])
+        assert all(name == f"artist {a:05d}" for a, name in zip(rows["artist_id"], rows["artist_name"]))
+    assert "top 10 recommendations for user 7:" in trained["stdout"]
+
+
+def test_similar_artists_come_from_the_planted_group(tmp_path, capsys):
+    # GMF's item vectors meet in a dot product during training, so cosine similarity on them is
+    # meaningful; the MLP's are not (README, "Similar artists"). The very most played artists
+    # are played by every group, so the check uses artists ranked 13th to 20th by listeners.
+    import models
+    import report
+    plays = data.frames_to_plays(*data.make_planted(2_000, 5_000, 100_000, 42))
+    ranked = np.argsort(-np.bincount(plays.artist_ids), kind="stable")[12:20]
+    code, out, err = run_main(capsys, "--dataset=sample", "--model=gmf", "--quiet",
+                              f"--output_dir={tmp_path}", f"--similar_to=artist {ranked[0]:05d}")
+    assert code == 0, err
+    assert f"artists most similar to artist {ranked[0]:05d}" in out
+    model = models.load(str(tmp_path / "gmf.keras"))
+    _, artist_group = data.planted_groups(2_000, 5_000, seed=42)
+    same = [sum(artist_group[a] == artist_group[artist]
+                for a, _, _ in report.similar_artists(model, plays, f"artist {artist:05d}"))
+            for artist in ranked]
+    assert np.mean(same) >= 5   # chance level: 1 in 20 groups, 0.5 of 10
+
+
+def test_load_reproduces_the_saved_metrics(trained, tmp_path):
+    saved = json.load(open(trained["output"] / "metrics.json"))
+    argv = [a for a in trained["argv"] if not a.startswith(("--output_dir", "--num_epoch"))]
+    argv += [f"--load={trained['output'] / 'mlp.keras'}", "--num_epoch=0",
+             f"--output_dir={tmp_path}"]
+    process = subprocess.run([sys.executable, "ncf_lastfm.py", *argv], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr
+    again = json.load(open(tmp_path / "metrics.json"))
+    assert again["hit_ratio"] == saved["hit_ratio"] and again["ndcg"] == saved["ndcg"]
+
+
+def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(planted_dir, tmp_path, capsys):
+    common = [f"--data_dir={planted_dir}", "--quiet", "--validation", "--model=neumf"]
+    assert ncf_lastfm.main(common + ["--num_epoch=3", f"--output_dir={tmp_path / 'a'}"]) == 0
+    assert ncf_lastfm.main(common + ["--num_epoch=2", f"--output_dir={tmp_path / 'b'}"]) == 0
+    assert ncf_lastfm.main(common + ["--num_epoch=3", f"--output_dir={tmp_path / 'b'}",
+                                     "--resume"]) == 0
+    whole = json.load(open(tmp_path / "a" / "metrics.json"))
+    resumed = json.load(open(tmp_path / "b" / "metrics.json"))
+    assert resumed["num_epoch"] == 3
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert resumed["hit_ratio"] == whole["hit_ratio"] and resumed["ndcg"] == whole["ndcg"]
+
+
+def test_resume_with_other_settings_is_refused(planted_dir, tmp_path, capsys):
+    assert ncf_lastfm.main([f"--data_dir={planted_dir}", "--quiet", "--num_epoch=1",
+                            f"--output_dir={tmp_path}"]) == 0
+    code, out, err = run_main(capsys, f"--data_dir={planted_dir}", "--quiet", "--num_epoch=2",
+                              f"--output_dir={tmp_path}", "--resume", "--neg_ratio=2")
+    assert code == 1 and "other settings (neg_ratio)" in err and err.count("\n") == 1
+
+
+def test_diverging_run_stops_naming_the_epoch_and_keeps_the_checkpoint(planted_dir, tmp_path, capsys):
+    code, out, err = run_main(capsys, f"--data_dir={planted_dir}", "--quiet", "--num_epoch=4",
+                              f"--output_dir={tmp_path}", "--learning_rate=1e38",
+                              "--optimizer=adam")
+    assert code == 1 and "training diverged in epoch" in err and "--learning_rate" in err
+    assert err.count("\n") == 1
+
+
+def test_full_disk_is_one_line_and_no_half_written_metrics(planted_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    import training
+
+    def no_space(path, payload):
+        with open(path, "w") as stream:
+            stream.write('{"hit_ratio": ')
+        raise OSError(28, "No space left on device", path)
+    monkeypatch.setattr(training, "write_json", no_space)
+    code, out, err = run_main(capsys, f"--data_dir={planted_dir}", "--quiet", "--num_epoch=1",
+                              f"--output_dir={tmp_path}")
+    assert code == 1 and "No space left on device" in err and err.count("\n") == 1
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".json")]
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(planted_dir, tmp_path):
+    argv = [sys.executable, "ncf_lastfm.py", f"--data_dir={planted_dir}", "--num_epoch=200",
+            f"--output_dir={tmp_path}", "--quiet"]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    state = tmp_path / "checkpoint-mlp.json"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "--resume" in err and "Traceback" not in err
+    epoch = json.load(open(state))["epoch"]
+    assert epoch >= 1
+    resumed = subprocess.run(argv[:3] + [f"--num_epoch={epoch + 1}", f"--output_dir={tmp_path}",
+                                         "--quiet", "--resume"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.load(open(tmp_path / "metrics.json"))["num_epoch"] == epoch + 1
