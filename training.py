@@ -147,7 +147,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
         inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch)
         sample_seconds = time.time() - started
         fitted = model.fit(batched_dataset(inputs, labels, batch_size), epochs=epoch + 1,
-                           initial_epoch=epoch, verbose=verbose,
+                           initial_epoch=epoch, verbose=verbose, shuffle=False,
                            callbacks=[keras.callbacks.TerminateOnNaN()])
         loss = float(fitted.history["loss"][-1])
         if not math.isfinite(loss):
