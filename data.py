@@ -339,6 +339,19 @@ class Split:
     num_untestable: int = 0       # users left out of testing: too few unplayed artists
 
 
+def _lowest_per_user(key, users, counts):
+    """Mask of each user's row with the smallest key (the first on a tie): the rows that
+    np.lexsort((key, users)) puts first for each user. `users` must be sorted."""
+    present = counts[counts > 0]
+    starts = np.concatenate([[0], np.cumsum(present)[:-1]])
+    lowest = np.minimum.reduceat(key, starts) if len(key) else key
+    rows = np.flatnonzero(key == np.repeat(lowest, present))
+    first = rows[np.concatenate([[True], users[rows][1:] != users[rows][:-1]])]
+    mask = np.zeros(len(key), bool)
+    mask[first] = True
+    return mask
+
+
 def leave_one_out(plays, num_eval_negatives, seed, validation=False):
     """Holds out one random listened artist per user with >= 2 artists (the test item) and, with
     `validation`, a second one per user with >= 3 artists. Candidates: `num_eval_negatives`
@@ -349,10 +362,8 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
     rng = np.random.default_rng([seed, 1])
     users, items = plays.user_ids, plays.artist_ids
     sampler = sampling.NegativeSampler(users, items, plays.num_users, plays.num_artists)
-    order = np.lexsort((rng.random(len(users)), users))   # users ascending, random within
+    key = rng.random(len(users))                          # a random order within each user
     counts = np.bincount(users, minlength=plays.num_users)
-    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank_in_user = np.arange(len(users)) - first_row[users[order]]
     free = plays.num_artists - counts
     if num_eval_negatives > free[counts >= 2].max(initial=0):
         most = int(free[counts >= 2].max(initial=0))
@@ -360,11 +371,16 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
                         f"testable user has not played (at most {most}); use "
                         f"--num_eval_negatives={max(most, 1)} or less")
     testable = (counts >= 2) & (free >= num_eval_negatives)
-    is_test = (rank_in_user == 0) & testable[users[order]]
-    is_valid = (validation & (rank_in_user == 1) & (counts[users[order]] >= 3)
-                & testable[users[order]])
-    test_rows, valid_rows = order[is_test], order[is_valid]
-    train_rows = np.sort(order[~(is_test | is_valid)])
+    assert (users[1:] >= users[:-1]).all(), "Plays are sorted by user"
+    # The held-out artist is the user's lowest key, the validation artist the second lowest:
+    # two linear passes instead of sorting 17M rows.
+    first = _lowest_per_user(key, users, counts)
+    key[first] = np.inf
+    second = _lowest_per_user(key, users, counts)
+    is_test = first & testable[users]
+    is_valid = validation & second & (counts[users] >= 3) & testable[users]
+    test_rows, valid_rows = np.flatnonzero(is_test), np.flatnonzero(is_valid)
+    train_rows = np.flatnonzero(~(is_test | is_valid))
     test_users, valid_users = users[test_rows], users[valid_rows]
     return Split(
         train_users=users[train_rows], train_items=items[train_rows],

@@ -17,9 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
 
 MODEL_NAMES = ("mlp", "gmf", "neumf", "bpr")
+STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overhead
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
@@ -48,7 +51,22 @@ class LazyAdam(keras.optimizers.Adam):
         velocity.scatter_update(tf.IndexedSlices(new_v, rows))
         step_rows = alpha * new_m / (tf.sqrt(new_v) + self.epsilon)
         target = variable.value if isinstance(variable, keras.Variable) else variable
-        target.scatter_sub(tf.IndexedSlices(step_rows, rows))
+        # gather + scatter_update: the same values as scatter_sub, 2.5 times faster here
+        target.scatter_update(tf.IndexedSlices(tf.gather(target, rows) - step_rows, rows))
+
+
+@keras.saving.register_keras_serializable(package="ncf_lastfm")
+class RowEmbedding(layers.Embedding):
+    """An Embedding that gathers its rows straight from the variable. Keras 3's Embedding
+    reads the whole table as a tensor first (`ops.take`), which makes every sparse update copy
+    the table: about 20 ms a step at 358,868 x 32, whatever the batch size."""
+
+    def call(self, inputs):
+        if inputs.dtype != "int32" and inputs.dtype != "int64":
+            inputs = ops.cast(inputs, "int32")
+        table = self.embeddings
+        table = table.value if isinstance(table, keras.Variable) else table
+        return ops.cast(tf.gather(table, inputs), self.compute_dtype)
 
 
 def _embedding(num_rows, dim, name, l2, initializer="normal"):
@@ -57,8 +75,8 @@ def _embedding(num_rows, dim, name, l2, initializer="normal"):
     paper's N(0, 0.01); `uniform` is Keras' default, which the notebook's model uses."""
     if initializer == "normal":
         initializer = keras.initializers.RandomNormal(stddev=0.01)
-    return layers.Embedding(num_rows, dim, name=name, embeddings_initializer=initializer,
-                            activity_regularizer=keras.regularizers.L2(l2) if l2 else None)
+    return RowEmbedding(num_rows, dim, name=name, embeddings_initializer=initializer,
+                        activity_regularizer=keras.regularizers.L2(l2) if l2 else None)
 
 
 def _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2, dropout,
@@ -109,7 +127,7 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
     probability = layers.Reshape((), name="score")(probability)
     model = keras.Model(inputs, probability, name=name)
     model.compile(make_optimizer(optimizer, learning_rate), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.BinaryAccuracy()])
+                  metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL)
     return model
 
 
@@ -119,7 +137,7 @@ def _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rat
     negative = keras.Input(shape=(), name="negative_item", dtype="int32")
     user_table = _embedding(num_users, embedding_dim, "user_embedding", l2)
     item_table = _embedding(num_items, embedding_dim, "item_embedding", l2)
-    bias_table = layers.Embedding(num_items, 1, name="item_bias", embeddings_initializer="zeros")
+    bias_table = RowEmbedding(num_items, 1, name="item_bias", embeddings_initializer="zeros")
     user_vector = user_table(user)
 
     def score(items):
@@ -130,7 +148,7 @@ def _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rat
     probability = layers.Reshape((), name="score")(layers.Activation("sigmoid")(difference))
     model = keras.Model([user, item, negative], probability, name="bpr")
     model.compile(make_optimizer(optimizer, learning_rate), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.BinaryAccuracy()])
+                  metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL)
     return model
 
 
@@ -145,7 +163,8 @@ def make_optimizer(kind, learning_rate):
 def load(path):
     """A model saved by `model.save(path)`, loaded in Keras' safe mode (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True,
-                                   custom_objects={"LazyAdam": LazyAdam})
+                                   custom_objects={"LazyAdam": LazyAdam,
+                                                   "RowEmbedding": RowEmbedding})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +207,9 @@ def make_scorer(model):
         parts["out_kernel"], parts["out_bias"] = tf.constant(kernel[:, 0]), tf.constant(bias[0])
     gmf_dim = int(parts["gmf_user"].shape[1]) if "gmf_user" in parts else 0
 
-    def score(users, items):  # eager: a few large batches, so tracing would not pay
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([None, None], tf.int32)])
+    def score(users, items):  # traced once (fixed signature)
         logit = tf.zeros(tf.shape(items), tf.float32)
         if "stack" in parts:
             hidden = tf.nn.relu(tf.gather(parts["user_half"], users)[:, None, :]

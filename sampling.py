@@ -33,14 +33,23 @@ class NegativeSampler:
         Users with no unplayed artist must be filtered out first (`num_free == 0`).
         When `users` is sorted, each user's draws come back in ascending order (the multiset
         is the same uniform draw; callers shuffle), which makes the lookup about twice as fast."""
-        users = users.astype(np.int64)
-        free = self.num_free[users]
-        if (free <= 0).any():
+        if len(users) < 100_000 or (users[1:] < users[:-1]).any():
+            users = users.astype(np.int64)
+            free = self.num_free[users]
+            if (free <= 0).any():
+                raise ValueError("sample() was given a user who has played every artist")
+            return self._rank_to_item(users, (rng.random(len(users)) * free).astype(np.int64))
+        # Sorted: in chunks that start at a user's first entry (draws stay ascending within a
+        # user; rng.random in pieces is the same stream), so only a few chunks are in memory.
+        if (self.num_free[users] <= 0).any():
             raise ValueError("sample() was given a user who has played every artist")
-        ranks = (rng.random(len(users)) * free).astype(np.int64)
-        if len(users) < 100_000 or (np.diff(users) < 0).any():
-            return self._rank_to_item(users, ranks)
-        return self._sorted_lookup(users * self.num_items + ranks)
+        bounds = np.append(np.unique(np.searchsorted(users, users[::4_000_000])), len(users))
+        result = np.empty(len(users), np.int32)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            part = users[start:stop].astype(np.int64)
+            ranks = (rng.random(len(part)) * self.num_free[part]).astype(np.int64)
+            result[start:stop] = self._sorted_lookup(part * self.num_items + ranks)
+        return result
 
     def _sorted_lookup(self, queries):
         """Queries sorted here (user * num_items + rank) -> items. Counting, for each query, the
@@ -108,12 +117,14 @@ def training_set(train_users, train_items, sampler, neg_ratio, rng):
     has_free = sampler.num_free[train_users] > 0
     negative_users = np.repeat(train_users[has_free], neg_ratio)
     negative_items = sampler.sample(negative_users, rng)
-    users = np.concatenate([train_users, negative_users])
-    items = np.concatenate([train_items, negative_items])
-    labels = np.concatenate([np.ones(len(train_users), np.float32),
-                             np.zeros(len(negative_users), np.float32)])
-    order = rng.permutation(len(users))
-    return users[order].astype(np.int32), items[order].astype(np.int32), labels[order]
+    num_positive = len(train_users)
+    order = rng.permutation(num_positive + len(negative_users))
+    users = np.concatenate([train_users, negative_users]).astype(np.int32, copy=False)[order]
+    del negative_users
+    items = np.concatenate([train_items, negative_items]).astype(np.int32, copy=False)[order]
+    del negative_items
+    labels = (order < num_positive).astype(np.float32)  # rows before num_positive are plays
+    return users, items, labels
 
 
 def pairwise_set(train_users, train_items, sampler, rng):
