@@ -20,6 +20,7 @@ import urllib.parse
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 import sampling
 
@@ -177,9 +178,15 @@ def _read_csv(path, name):
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: the file is empty; expected a header "
                         f"{','.join(COLUMNS[name])} and rows")
+    options = dict(encoding="utf-8-sig", dtype={"artist_name": str},
+                   keep_default_na=name != ARTIST_FILE, low_memory=False)
     try:
-        frame = pd.read_csv(path, encoding="utf-8-sig", dtype={"artist_name": str},
-                            keep_default_na=name != ARTIST_FILE, low_memory=False)
+        if os.path.getsize(path) < 50_000_000:
+            frame = pd.read_csv(path, **options)
+        else:  # the 360K plays: in pieces, with a progress bar on a terminal
+            chunks = pd.read_csv(path, chunksize=2_000_000, **options)
+            frame = pd.concat(list(tqdm(chunks, desc=f"reading {name}", unit=" x 2M rows",
+                                        disable=None, leave=False)), ignore_index=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header "
                         f"{','.join(COLUMNS[name])} and rows") from None

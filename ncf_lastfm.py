@@ -178,6 +178,8 @@ def main(argv=None):
     except SettingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if settings["QUIET"]:
+        os.environ["TQDM_DISABLE"] = "1"   # tqdm >= 4.66 reads it for every bar
     import_tensorflow_quietly()
     import data
     import training

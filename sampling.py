@@ -13,6 +13,7 @@ How: for a user with sorted played artists s_0 < s_1 < ..., the r-th unplayed ar
      played almost everything. A user who played every artist gets no negatives.
 """
 import numpy as np
+from tqdm import tqdm
 
 
 class NegativeSampler:
@@ -45,7 +46,8 @@ class NegativeSampler:
             raise ValueError("sample() was given a user who has played every artist")
         bounds = np.append(np.unique(np.searchsorted(users, users[::4_000_000])), len(users))
         result = np.empty(len(users), np.int32)
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        spans = list(zip(bounds[:-1], bounds[1:]))
+        for start, stop in tqdm(spans, desc="sampling negatives", disable=None, leave=False):
             part = users[start:stop].astype(np.int64)
             ranks = (rng.random(len(part)) * self.num_free[part]).astype(np.int64)
             result[start:stop] = self._sorted_lookup(part * self.num_items + ranks)

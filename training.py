@@ -173,7 +173,8 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
         log(f"epoch {epoch + 1}/{num_epoch}: loss {loss:.4f}"
             + (f", valid HR@{top_k} {record['valid_hit_ratio']:.3f} NDCG {record['valid_ndcg']:.3f}"
                if "valid_hit_ratio" in record else "")
-            + f", {train_seconds:.1f} s ({len(labels) / max(train_seconds, 1e-9):,.0f} samples/s)")
+            + f", {train_seconds:.1f} s incl. {sample_seconds:.1f} s sampling "
+            f"({len(labels) / max(train_seconds, 1e-9):,.0f} samples/s)")
     if validation and best["epoch"] > 0 and best["epoch"] != len(history):
         model.load_weights(checkpoints.best_path)
         log(f"best validation epoch: {best['epoch']} (weights restored)")
