@@ -237,7 +237,8 @@ def run(s, given):
         results = compare(s, split, log)
         final = next(r for r in results if r["model"] == "neumf")
     else:
-        final = train_and_evaluate(s, s["MODEL"], split, log)
+        pretrained = pretrain_towers(s, split, log) if s["MODEL"] == "neumf" and s["PRETRAIN"] else None
+        final = train_and_evaluate(s, s["MODEL"], split, log, pretrained)
         popularity = evaluate_popularity(s, split)
         print(f"popularity: HR@{s['TOP_K']} {popularity['hit_ratio']:.3f}, "
               f"NDCG@{s['TOP_K']} {popularity['ndcg']:.3f}")
@@ -328,19 +329,29 @@ def full_ranking(s, split, scorer):
             "full_users": full["num_users"]}
 
 
+def pretrain_towers(s, split, log):
+    """NeuMF's pretraining, as the paper: GMF and MLP trained first with NeuMF's own sizes and
+    settings (so their weights fit its towers) -> (gmf model, mlp model)."""
+    towers = []
+    for name in ("gmf", "mlp"):
+        log(f"pretraining {name} for neumf")
+        towers.append(train_and_evaluate({**s, "MODEL": name, "RESUME": False}, name, split,
+                                         log)["keras_model"])
+    return tuple(towers)
+
+
 def compare(s, split, log):
     """Every model on the same split, validation-chosen epochs -> rows; prints the table and
     writes OUTPUT_DIR/compare.csv."""
     import training
-    results, trained = [], {}
+    results = []
     for name in ("pop", "bpr", "gmf", "mlp", "neumf"):
         settings = model_settings(s, name)
         training.seed_everything(s["SEED"])
         pretrained = None
         if name == "neumf" and settings["PRETRAIN"]:
-            pretrained = (trained["gmf"], trained["mlp"])
+            pretrained = pretrain_towers(settings, split, log)
         result = train_and_evaluate(settings, name, split, log, pretrained)
-        trained[name] = result.get("keras_model")
         results.append(result)
     k = s["TOP_K"]
     columns = ["model", "hit_ratio", "ndcg", "best_epoch", "train_seconds"]

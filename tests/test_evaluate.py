@@ -76,3 +76,22 @@ def test_full_ranking_masks_played_items():
     result = evaluate.full_ranking(scorer_from(table), split.test_users, split.test_items,
                                    split.sampler, 10)
     assert result["hit_ratio"] == 1.0 and (result["ranks"] == 0).all()
+
+
+def test_neumf_pretrained_from_gmf_and_mlp_mixes_their_logits():
+    rng = np.random.default_rng(1)
+    towers = {}
+    for name in ("gmf", "mlp"):
+        model = models.build_model(name, 20, 25, embedding_dim=8, hidden_units=(16, 8))
+        model.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype)
+                           for w in model.get_weights()])
+        towers[name] = model
+    neumf = models.build_model("neumf", 20, 25, embedding_dim=8, hidden_units=(16, 8))
+    models.load_pretrained(neumf, towers["gmf"], towers["mlp"])
+    users, items = np.arange(20), rng.integers(0, 25, (20, 6))
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+    expected = 0.5 * logit(models.make_scorer(towers["gmf"])(users, items)) + \
+        0.5 * logit(models.make_scorer(towers["mlp"])(users, items))
+    assert np.allclose(logit(models.make_scorer(neumf)(users, items)), expected, atol=1e-4)
