@@ -266,8 +266,9 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
         return {"model": "pop", **evaluate_popularity(s, split), "best_epoch": 0,
                 "train_seconds": 0.0, "history": []}
     if s["LOAD"]:
-        model = models.load(s["LOAD"])
-        log(f"model: loaded {s['LOAD']} ({model.name}, {model.count_params():,} weights)")
+        model = load_model_for(s["LOAD"], split)
+        name = model.name
+        log(f"model: loaded {s['LOAD']} ({name}, {model.count_params():,} weights)")
     else:
         model = models.build_model(name, split.num_users, split.num_items, s["NUM_FACTOR"],
                                    s["HIDDEN_UNITS"], s["L2"], s["DROPOUT"], s["LEARNING_RATE"],
@@ -304,6 +305,26 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
         f"on {test['num_users']:,} test users (best epoch {best_epoch}, "
         f"train {train_seconds:.1f} s, evaluate {result['eval_seconds']:.1f} s)")
     return result
+
+
+def load_model_for(path, split):
+    """A saved model whose tables fit this data, or a one-line DataError."""
+    import data
+    import models
+    if not os.path.isfile(path):
+        raise data.DataError(f"--load={path}: file not found; give a .keras file a run saved")
+    try:
+        model = models.load(path)
+    except Exception as error:  # not a Keras file, or one made by other code
+        raise data.DataError(f"--load={path}: not a model this script saved ({error})") from None
+    sizes = {layer.name: layer.input_dim for layer in model.layers if hasattr(layer, "input_dim")}
+    users = max(v for k, v in sizes.items() if "user" in k)
+    items = max(v for k, v in sizes.items() if "item" in k)
+    if (users, items) != (split.num_users, split.num_items):
+        raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "
+                             f"artists, the data {split.num_users:,} and {split.num_items:,}; "
+                             "use the data settings it was trained with")
+    return model
 
 
 def evaluate_popularity(s, split):
