@@ -62,10 +62,13 @@ QUIET = False           # no progress bars or per-epoch lines
 # Defaults per model, chosen on validation data (README, "Choosing the defaults"). They apply
 # when --model picks the model and the setting is not given on the command line.
 MODEL_DEFAULTS = {
-    "mlp": {},
-    "gmf": {},
-    "neumf": {},
-    "bpr": {},
+    "mlp": {},   # the notebook's model keeps the notebook's settings
+    "gmf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.0005,
+            "NUM_EPOCH": 30, "VALIDATION": True},
+    "neumf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.0005,
+              "NUM_EPOCH": 30, "VALIDATION": True},
+    "bpr": {"NUM_FACTOR": 128, "L2": 0.01, "LEARNING_RATE": 0.003, "NUM_EPOCH": 30,
+            "VALIDATION": True},
     "pop": {},
 }
 CHOICES = {"DATASET": ("lastfm", "sample", "synthetic"), "OPTIMIZER": ("lazy_adam", "adam"),
@@ -251,10 +254,12 @@ def run(s, given):
 
 
 def model_settings(s, name):
-    """The settings one model trains with: its validation-chosen defaults, unless given."""
+    """The settings one model trains with: its validation-chosen defaults (or the constants'
+    values), unless given on the command line."""
     given = s.get("_given", set())
-    return {**s, **{k: v for k, v in MODEL_DEFAULTS.get(name, {}).items() if k not in given},
-            "MODEL": name}
+    tuned = {key for defaults in MODEL_DEFAULTS.values() for key in defaults}
+    own = {key: MODEL_DEFAULTS[name].get(key, globals()[key]) for key in tuned - given}
+    return {**s, **own, "MODEL": name}
 
 
 def train_and_evaluate(s, name, split, log, pretrained=None):

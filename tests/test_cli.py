@@ -128,6 +128,8 @@ def test_similar_artists_come_from_the_planted_group(tmp_path, capsys):
     plays = data.frames_to_plays(*data.make_planted(2_000, 5_000, 100_000, 42))
     ranked = np.argsort(-np.bincount(plays.artist_ids), kind="stable")[12:20]
     code, out, err = run_main(capsys, "--dataset=sample", "--model=gmf", "--quiet",
+                              "--num_factor=32", "--neg_ratio=4", "--l2=0.0", "--num_epoch=10",
+                              "--learning_rate=0.001", "--validation=False",
                               f"--output_dir={tmp_path}", f"--similar_to=artist {ranked[0]:05d}")
     assert code == 0, err
     assert f"artists most similar to artist {ranked[0]:05d}" in out
@@ -152,7 +154,8 @@ def test_load_reproduces_the_saved_metrics(trained, tmp_path):
 
 
 def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(planted_dir, tmp_path, capsys):
-    common = [f"--data_dir={planted_dir}", "--quiet", "--validation", "--model=neumf"]
+    common = [f"--data_dir={planted_dir}", "--quiet", "--validation", "--model=neumf",
+              "--num_factor=16"]
     assert ncf_lastfm.main(common + ["--num_epoch=3", f"--output_dir={tmp_path / 'a'}"]) == 0
     assert ncf_lastfm.main(common + ["--num_epoch=2", f"--output_dir={tmp_path / 'b'}"]) == 0
     assert ncf_lastfm.main(common + ["--num_epoch=3", f"--output_dir={tmp_path / 'b'}",
@@ -216,3 +219,14 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(planted_dir, tm
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.load(open(tmp_path / "metrics.json"))["num_epoch"] == epoch + 1
+
+
+def test_model_defaults_apply_per_model_unless_given():
+    defaults = {k: getattr(ncf_lastfm, k) for k in ncf_lastfm.SETTINGS}
+    settings, _ = ncf_lastfm.parse_settings(["--model=neumf", "--l2=0.5"], defaults)
+    assert settings["L2"] == 0.5
+    assert settings["NUM_FACTOR"] == ncf_lastfm.MODEL_DEFAULTS["neumf"]["NUM_FACTOR"]
+    notebook = ncf_lastfm.model_settings(settings, "mlp")
+    assert notebook["NUM_FACTOR"] == 32 and notebook["NEG_RATIO"] == 4 and notebook["L2"] == 0.5
+    plain, _ = ncf_lastfm.parse_settings([], defaults)
+    assert plain["NUM_EPOCH"] == 10 and plain["VALIDATION"] is False  # the notebook's run
