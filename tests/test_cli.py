@@ -153,6 +153,13 @@ def test_load_reproduces_the_saved_metrics(trained, tmp_path):
     assert again["hit_ratio"] == saved["hit_ratio"] and again["ndcg"] == saved["ndcg"]
 
 
+def test_load_of_a_model_for_other_data_is_one_line(trained, capsys, tmp_path):
+    code, out, err = run_main(capsys, "--dataset=sample", "--num_epoch=0", "--quiet",
+                              f"--load={trained['output'] / 'mlp.keras'}",
+                              f"--output_dir={tmp_path}")
+    assert code == 2 and "the model has 400 users" in err and err.count("\n") == 1
+
+
 def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(planted_dir, tmp_path, capsys):
     common = [f"--data_dir={planted_dir}", "--quiet", "--validation", "--model=neumf",
               "--num_factor=16"]
