@@ -34,6 +34,9 @@ def run_main(capsys, *argv):
     (["epochs"], "unexpected argument 'epochs'"),
     (["--recommend_user=abc"], "--recommend_user='abc' must be user ids"),
     (["--data_dir=/nowhere/at/all"], "--data_dir '/nowhere/at/all' is not a folder"),
+    (["--dataset=sample", "--similar_to=artsit 00042"],
+     "--similar_to: no artist named 'artsit 00042' in the data; did you mean: artist 00042"),
+    (["--dataset=sample", "--recommend_user=2000"], "user id 2000 is not in the data"),
 ])
 def test_bad_settings_exit_2_with_one_line(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
