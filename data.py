@@ -15,7 +15,6 @@ Refuses: a missing or empty file, a missing column, a missing, non-integer or ne
 import dataclasses
 import os
 import time
-import tempfile
 import urllib.parse
 
 import numpy as np
@@ -110,9 +109,8 @@ def make_planted(num_users, num_artists, num_plays, seed, num_groups=20, in_grou
     All arithmetic is vectorised: the 17.3M-play scale takes seconds.
     """
     rng = np.random.default_rng(seed)
-    artist_group = rng.integers(0, num_groups, num_artists)
-    artist_rank = rng.permutation(num_artists)           # 0 = the most popular artist
-    user_group = rng.integers(0, num_groups, num_users)
+    artist_group, artist_rank, user_group = _planted_assignment(rng, num_users, num_artists,
+                                                                num_groups)
     activity = rng.lognormal(0.0, 0.8, num_users)
     draws = int(num_plays * 1.6)  # repeated pairs merge; the surplus is trimmed below
     per_user = np.maximum(1, np.round(activity / activity.sum() * draws)).astype(np.int64)
@@ -158,12 +156,18 @@ def _sorted_unique(keys):
     return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
 
 
+def _planted_assignment(rng, num_users, num_artists, num_groups):
+    """-> (artist_group, artist_rank, user_group): the first draws of `make_planted`."""
+    artist_group = rng.integers(0, num_groups, num_artists)
+    artist_rank = rng.permutation(num_artists)           # 0 = the most popular artist
+    return artist_group, artist_rank, rng.integers(0, num_groups, num_users)
+
+
 def planted_groups(num_users, num_artists, seed, num_groups=20):
     """The planted (user_group, artist_group) of `make_planted` with the same arguments."""
-    rng = np.random.default_rng(seed)
-    artist_group = rng.integers(0, num_groups, num_artists)
-    rng.permutation(num_artists)
-    return rng.integers(0, num_groups, num_users), artist_group
+    artist_group, _, user_group = _planted_assignment(np.random.default_rng(seed), num_users,
+                                                      num_artists, num_groups)
+    return user_group, artist_group
 
 
 def frames_to_plays(play_df, artist_df, user_df):
@@ -304,26 +308,32 @@ def _write_cache(cache_path, stamp, plays):
     offsets = np.concatenate([[0], np.cumsum([len(n) for n in names])]).astype(np.int64)
     blob = np.frombuffer("".join(names).encode("utf-8"), np.uint8)
     try:
-        atomic_savez(cache_path, version=CACHE_VERSION, stamp=stamp, user_ids=plays.user_ids,
-                     artist_ids=plays.artist_ids, play_counts=plays.play_counts,
-                     names_blob=blob, names_offsets=offsets, num_users=plays.num_users,
-                     num_artists=plays.num_artists, num_duplicates=plays.num_duplicates)
+        arrays = dict(version=CACHE_VERSION, stamp=stamp, user_ids=plays.user_ids,
+                      artist_ids=plays.artist_ids, play_counts=plays.play_counts,
+                      names_blob=blob, names_offsets=offsets, num_users=plays.num_users,
+                      num_artists=plays.num_artists, num_duplicates=plays.num_duplicates)
+        atomic_write(cache_path, lambda temporary: np.savez(temporary, **arrays))
     except OSError:  # a read-only data folder: no cache, nothing else changes
         pass
 
 
-def atomic_savez(path, **arrays):
-    """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+def atomic_write(path, write):
+    """`write(temporary)`, then rename to `path`: a crash or a full disk never leaves a partial
+    file under the real name. The temporary name keeps the suffix (Keras checks `.keras`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".tmp-{name}")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def write_text(path, text):
+    with open(path, "w") as stream:
+        stream.write(text)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,23 +457,11 @@ def write_ncf_split(split, prefix):
     negative_lines = [f"({u},{i})\t" + "\t".join(map(str, row)) for u, i, row in
                       zip(split.test_users, split.test_items, split.test_negatives.tolist())]
     paths = [prefix + ".train.rating", prefix + ".test.rating", prefix + ".test.negative"]
-    _atomic_text(paths[0], train.to_csv(sep="\t", header=False, index=False))
-    _atomic_text(paths[1], test.to_csv(sep="\t", header=False, index=False))
-    _atomic_text(paths[2], "\n".join(negative_lines) + "\n")
+    texts = [train.to_csv(sep="\t", header=False, index=False),
+             test.to_csv(sep="\t", header=False, index=False), "\n".join(negative_lines) + "\n"]
+    for path, text in zip(paths, texts):
+        atomic_write(path, lambda temporary: write_text(temporary, text))
     return paths
-
-
-def _atomic_text(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def read_ncf_split(prefix, seed, validation=False):

@@ -16,7 +16,6 @@ Run `python ncf_lastfm.py --dataset=sample` for a one-minute offline run. Every 
 constant below can be overridden as `--name=value` (lower case): `--num_epoch=3`.
 """
 import ast
-import json
 import os
 import sys
 import time
@@ -369,6 +368,7 @@ def pretrain_towers(s, split, log):
 def compare(s, split, log):
     """Every model on the same split, validation-chosen epochs -> rows; prints the table and
     writes OUTPUT_DIR/compare.csv."""
+    import data
     import training
     results = []
     for name in ("pop", "bpr", "gmf", "mlp", "neumf"):
@@ -393,13 +393,14 @@ def compare(s, split, log):
                         if s["FULL_RANKING_USERS"] else ""))
     print("\n".join(lines))
     csv = "\n".join(",".join(str(r.get(c, "")) for c in columns) for r in results)
-    training.atomic_write(os.path.join(s["OUTPUT_DIR"], "compare.csv"),
-                          lambda path: open(path, "w").write(",".join(columns) + "\n" + csv + "\n"))
+    data.atomic_write(os.path.join(s["OUTPUT_DIR"], "compare.csv"),
+                      lambda path: data.write_text(path, ",".join(columns) + "\n" + csv + "\n"))
     return results
 
 
 def report_run(s, plays, split, result):
     """metrics.json, the saved model, plots, recommendations and similar artists."""
+    import data
     import report
     import training
     folder = s["OUTPUT_DIR"]
@@ -418,10 +419,10 @@ def report_run(s, plays, split, result):
             metrics["popularity_" + key] = popularity[key]
     if model is not None and not s["LOAD"]:
         path = os.path.join(folder, f"{result['model']}.keras")
-        training.atomic_write(path, model.save)
+        data.atomic_write(path, model.save)
         metrics["saved_model"] = path
         print(f"saved model: {path}")
-    training.atomic_write(os.path.join(folder, "metrics.json"),
+    data.atomic_write(os.path.join(folder, "metrics.json"),
                           lambda path: training.write_json(path, metrics))
     for path in report.plot_run(result, popularity, s["TOP_K"], folder):
         print(f"plot: {path}")

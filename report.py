@@ -18,7 +18,6 @@ import pandas as pd  # noqa: E402
 import data  # noqa: E402
 import evaluate  # noqa: E402
 import models  # noqa: E402
-import training  # noqa: E402
 
 
 def plot_run(result, popularity, top_k, folder):
@@ -60,7 +59,7 @@ def plot_run(result, popularity, top_k, folder):
 
 def _save(figure, path):
     figure.tight_layout()
-    training.atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=90))
+    data.atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=90))
     plt.close(figure)
     return path
 
@@ -96,7 +95,7 @@ def recommend(model, plays, split, users, top_k, folder, shown=10):
                              float(scores[item])))
     frame = pd.DataFrame(rows, columns=["user_id", "rank", "artist_id", "artist_name", "score"])
     path = os.path.join(folder, "recommendations.csv")
-    training.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+    data.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
     print(f"recommendations: {path}")
     return frame
 

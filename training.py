@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import evaluate
+from data import atomic_write
 import models
 import sampling
 
@@ -101,20 +102,6 @@ class Checkpoints:
                                 f"settings ({', '.join(k.lower() for k in changed)}); use the "
                                 "same settings, or run without --resume")
         return models.load(self.model_path), state
-
-
-def atomic_write(path, write):
-    """`write(temporary)` then rename to `path`: a crash or full disk never leaves a partial
-    file under the real name."""
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, f".tmp-{name}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def write_json(path, payload):
