@@ -1,14 +1,20 @@
 """The NCF family in Keras 3: the notebook's MLP, GMF, NeuMF, and BPR matrix factorisation.
 
-In:  table sizes and hyper-parameters. Out: a compiled `keras.Model` (functional, inputs named
-     `user` and `item`; BPR also `negative_item`) and, for evaluation, `make_scorer(model)`: a
-     function scoring users (n,) against items (n, c) -> (n, c), many users at once.
+In:  table sizes and hyper-parameters. Out: a compiled `keras.Model` (functional, named inputs)
+     and, for evaluation, `make_scorer(model)`: a function scoring users (n,) against items
+     (n, c) -> (n, c), many users at once.
+Shapes: the pointwise models (mlp, gmf, neumf) take `user` (n,) and `item` (n, c) and return
+     (n, c) probabilities: each user against c artists. Training feeds c = 1 + NEG_RATIO (a
+     play and its negatives, which share the user), so a user's embedding row and its half of
+     the first Dense layer are computed once for the c artists, and the optimizer sees the row
+     once, not c times. The arithmetic per (user, artist) pair is the notebook's. BPR takes
+     `user`, `item`, `negative_item`, each (n,).
 Speed: Keras 3's Adam updates every row of an Embedding table at every step, even rows the batch
      never touched (358K x 160K rows at the notebook's scale). `LazyAdam` updates only the rows
      in the batch, with their Adam moments, as TensorFlow 1's LazyAdamOptimizer did; every other
      weight gets Keras' Adam unchanged. `--optimizer=adam` restores the notebook's dense Adam.
-     The scorer uses that the first Dense layer over concat(user, item) is W_u @ user +
-     W_i @ item + b: both halves are computed once per user and once per item, not per pair.
+     The first Dense layer over concat(user, item) is W_u @ user + W_i @ item + b (`PairDense`):
+     the scorer computes both halves once per user and once per item, not per pair.
 """
 import os
 
@@ -79,15 +85,48 @@ def _embedding(num_rows, dim, name, l2, initializer="normal"):
                         activity_regularizer=keras.regularizers.L2(l2) if l2 else None)
 
 
+@keras.saving.register_keras_serializable(package="ncf_lastfm")
+class PairDense(layers.Layer):
+    """The notebook's `Dense(units, relu)` over concat(user vector, item vector), for one user
+    (n, d) against c items (n, c, d) -> (n, c, units). Its kernel is the Dense layer's, user rows
+    first; the user's half, user @ kernel[:d], is computed once for its c items."""
+
+    def __init__(self, units, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.activation = units, keras.activations.get(activation)
+
+    def build(self, input_shapes):
+        user_shape, item_shape = input_shapes
+        self.user_dim = int(user_shape[-1])
+        self.kernel = self.add_weight(shape=(self.user_dim + int(item_shape[-1]), self.units),
+                                      initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        user_vector, item_vector = inputs
+        user_half = ops.matmul(user_vector, self.kernel[:self.user_dim])         # (n, units)
+        item_half = ops.matmul(item_vector, self.kernel[self.user_dim:])         # (n, c, units)
+        return self.activation(ops.expand_dims(user_half, 1) + item_half + self.bias)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[1][:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": keras.activations.serialize(self.activation)}
+
+
 def _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2, dropout,
                prefix="", initializer="normal"):
     user_vector = _embedding(num_users, embedding_dim, f"{prefix}user_embedding", l2,
-                             initializer)(user)
+                             initializer)(user)                                   # (n, d)
     item_vector = _embedding(num_items, embedding_dim, f"{prefix}item_embedding", l2,
-                             initializer)(item)
-    hidden = layers.Concatenate(name=f"{prefix}concat")([user_vector, item_vector])
+                             initializer)(item)                                   # (n, c, d)
+    hidden = None
     for number, units in enumerate(hidden_units, 1):
-        hidden = layers.Dense(units, activation="relu", name=f"{prefix}hidden_{number}")(hidden)
+        name = f"{prefix}hidden_{number}"
+        hidden = (PairDense(units, name=name)([user_vector, item_vector]) if number == 1
+                  else layers.Dense(units, activation="relu", name=name)(hidden))
         if dropout:
             hidden = layers.Dropout(dropout, name=f"{prefix}dropout_{number}")(hidden)
     return hidden
@@ -96,7 +135,8 @@ def _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2
 def _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix=""):
     user_vector = _embedding(num_users, embedding_dim, f"{prefix}user_embedding", l2)(user)
     item_vector = _embedding(num_items, embedding_dim, f"{prefix}item_embedding", l2)(item)
-    return layers.Multiply(name=f"{prefix}product")([user_vector, item_vector])
+    user_vector = layers.Reshape((1, embedding_dim), name=f"{prefix}user_row")(user_vector)
+    return layers.Multiply(name=f"{prefix}product")([user_vector, item_vector])  # (n, c, d)
 
 
 def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8),
@@ -105,8 +145,11 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
     with Keras' default (uniform) embedding initialiser as there; the others use the paper's
     N(0, 0.01)."""
     user = keras.Input(shape=(), name="user", dtype="int32")
-    item = keras.Input(shape=(), name="item", dtype="int32")
-    inputs = [user, item]
+    if name == "bpr":
+        item = keras.Input(shape=(), name="item", dtype="int32")
+        return _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rate,
+                          optimizer)
+    item = keras.Input(shape=(None,), name="item", dtype="int32")    # c artists per user
     if name == "mlp":
         top = _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units,
                          l2, dropout, initializer="uniform")
@@ -117,15 +160,12 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
         mlp = _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2,
                          dropout, prefix="mlp_")
         top = layers.Concatenate(name="fuse")([gmf, mlp])
-    elif name == "bpr":
-        return _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rate,
-                          optimizer)
     else:
         raise ValueError(f"--model={name!r} is unknown; choose one of {', '.join(MODEL_NAMES)}, "
                          "or pop")
-    probability = layers.Dense(1, activation="sigmoid", name="prediction")(top)
-    probability = layers.Reshape((), name="score")(probability)
-    model = keras.Model(inputs, probability, name=name)
+    probability = layers.Dense(1, activation="sigmoid", name="prediction")(top)   # (n, c, 1)
+    probability = layers.Reshape((-1,), name="score")(probability)               # (n, c)
+    model = keras.Model([user, item], probability, name=name)
     model.compile(make_optimizer(optimizer, learning_rate), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL)
     return model
@@ -163,7 +203,7 @@ def make_optimizer(kind, learning_rate):
 def load(path):
     """A model saved by `model.save(path)`, loaded in Keras' safe mode (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True,
-                                   custom_objects={"LazyAdam": LazyAdam,
+                                   custom_objects={"LazyAdam": LazyAdam, "PairDense": PairDense,
                                                    "RowEmbedding": RowEmbedding})
 
 
@@ -230,13 +270,12 @@ def make_scorer(model):
                                       tf.constant(items, tf.int32)).numpy()
 
 
-def predict_scorer(model, batch_size=65_536):
-    """The slow, obviously-right scorer: `model.predict` on every (user, item) pair. BPR models
-    are scored through their positive branch only, so it is for the pointwise models."""
+def predict_scorer(model, batch_size=1024):
+    """The slow, obviously-right scorer: `model.predict` on users (n,) and their items (n, c).
+    For the pointwise models (BPR's output is a difference of two scores)."""
     def score(users, items):
-        flat_users = np.repeat(users, items.shape[1]).astype(np.int32)
-        inputs = {"user": flat_users, "item": items.ravel().astype(np.int32)}
-        return model.predict(inputs, batch_size=batch_size, verbose=0).reshape(items.shape)
+        inputs = {"user": users.astype(np.int32), "item": items.astype(np.int32)}
+        return model.predict(inputs, batch_size=batch_size, verbose=0)
     return score
 
 

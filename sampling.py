@@ -5,8 +5,8 @@ In:  every listened (user, artist) pair, including the held-out test and validat
      score the very answer of the test low).
 Out: `NegativeSampler.sample` draws one unplayed artist per entry, uniformly, with replacement;
      `sample_distinct` draws k distinct unplayed artists per user (evaluation candidates);
-     `training_set` builds one epoch: every training pair (label 1) plus `neg_ratio` fresh
-     negatives each (label 0), shuffled.
+     `training_set` builds one epoch: every training pair (label 1) with `neg_ratio` fresh
+     negatives of its user (label 0) in one row, rows shuffled.
 How: for a user with sorted played artists s_0 < s_1 < ..., the r-th unplayed artist is
      r + #{j : s_j - j <= r}. One `searchsorted` over all users at once gives that count, so a
      draw is exact (never a played artist, no rejection loop) and costs the same for a user who
@@ -111,22 +111,25 @@ class NegativeSampler:
 
 
 def training_set(train_users, train_items, sampler, neg_ratio, rng):
-    """One epoch of pointwise training data -> (users, items, labels), shuffled.
+    """One epoch of pointwise training data -> (users (p,), items (p, 1 + neg_ratio),
+    labels (p, 1 + neg_ratio)), one row per training pair, rows shuffled.
 
-    Each training pair (label 1) plus `neg_ratio` unplayed artists of the same user (label 0).
-    Users who played every artist keep their positives and get no negatives.
+    Row j is the play (train_users[k], train_items[k]) for some k, label 1, then `neg_ratio`
+    fresh unplayed artists of the same user, label 0. A user who played every artist has no
+    negatives to learn from: their plays are left out (only possible on tiny data).
     """
-    has_free = sampler.num_free[train_users] > 0
-    negative_users = np.repeat(train_users[has_free], neg_ratio)
-    negative_items = sampler.sample(negative_users, rng)
-    num_positive = len(train_users)
-    order = rng.permutation(num_positive + len(negative_users))
-    users = np.concatenate([train_users, negative_users]).astype(np.int32, copy=False)[order]
-    del negative_users
-    items = np.concatenate([train_items, negative_items]).astype(np.int32, copy=False)[order]
-    del negative_items
-    labels = (order < num_positive).astype(np.float32)  # rows before num_positive are plays
-    return users, items, labels
+    keep = sampler.num_free[train_users] > 0
+    users, positives = train_users[keep], train_items[keep]
+    if (users[1:] < users[:-1]).any():             # sorted users: the fast sampling path
+        order = np.argsort(users, kind="stable")
+        users, positives = users[order], positives[order]
+    items = np.empty((len(users), 1 + neg_ratio), np.int32)
+    items[:, 0] = positives
+    items[:, 1:] = sampler.sample(np.repeat(users, neg_ratio), rng).reshape(-1, neg_ratio)
+    shuffle = rng.permutation(len(users))
+    labels = np.zeros((len(users), 1 + neg_ratio), np.float32)
+    labels[:, 0] = 1
+    return users[shuffle].astype(np.int32), items[shuffle], labels
 
 
 def pairwise_set(train_users, train_items, sampler, rng):

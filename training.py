@@ -33,14 +33,22 @@ def seed_everything(seed):
     keras.utils.set_random_seed(seed)
 
 
+def rows_per_step(labels, batch_size):
+    """BATCH_SIZE counts samples, (user, artist) pairs; a pointwise row holds 1 + NEG_RATIO of
+    them -> how many rows make one step (at least one)."""
+    per_row = labels.shape[1] if labels.ndim == 2 else 1
+    return max(1, batch_size // per_row)
+
+
 def batched_dataset(inputs, labels, batch_size):
-    """Pre-batched arrays sliced one batch per element: `from_tensor_slices(x).batch(n)` builds
-    each batch one sample at a time (about 200,000 samples/s), slicing is hundreds of times
-    faster. The last, partial batch is its own element."""
+    """Pre-batched arrays sliced one batch (of `batch_size` rows) per element:
+    `from_tensor_slices(x).batch(n)` builds each batch one sample at a time (about 200,000
+    samples/s), slicing is hundreds of times faster. The last, partial batch is its own
+    element."""
     full = len(labels) - len(labels) % batch_size
 
     def shaped(array, rows):
-        return array[:full].reshape(rows, batch_size)
+        return array[:full].reshape(rows, batch_size, *array.shape[1:])
 
     rows = full // batch_size
     dataset = tf.data.Dataset.from_tensor_slices(
@@ -133,7 +141,11 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
         started = time.time()
         inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch)
         sample_seconds = time.time() - started
-        fitted = model.fit(batched_dataset(inputs, labels, batch_size), epochs=epoch + 1,
+        if len(labels) == 0:
+            raise TrainingError("no training pairs: every user with plays to train on has "
+                                "played every artist")
+        dataset = batched_dataset(inputs, labels, rows_per_step(labels, batch_size))
+        fitted = model.fit(dataset, epochs=epoch + 1,
                            initial_epoch=epoch, verbose=verbose, shuffle=False,
                            callbacks=[keras.callbacks.TerminateOnNaN()])
         loss = float(fitted.history["loss"][-1])
@@ -161,7 +173,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
             + (f", valid HR@{top_k} {record['valid_hit_ratio']:.3f} NDCG {record['valid_ndcg']:.3f}"
                if "valid_hit_ratio" in record else "")
             + f", {train_seconds:.1f} s incl. {sample_seconds:.1f} s sampling "
-            f"({len(labels) / max(train_seconds, 1e-9):,.0f} samples/s)")
+            f"({labels.size / max(train_seconds, 1e-9):,.0f} samples/s)")
     if validation and best["epoch"] > 0 and best["epoch"] != len(history):
         model.load_weights(checkpoints.best_path)
         log(f"best validation epoch: {best['epoch']} (weights restored)")

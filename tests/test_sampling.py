@@ -52,9 +52,13 @@ def test_training_set_has_exact_ratio_and_no_played_or_held_out_negative():
     rng = np.random.default_rng(0)
     users, items, labels = sampling.training_set(split.train_users, split.train_items,
                                                  split.sampler, 4, rng)
-    assert (labels == 1).sum() == len(split.train_users)
-    assert (labels == 0).sum() == 4 * len(split.train_users)
-    negatives = set(zip(users[labels == 0], items[labels == 0]))
+    assert items.shape == labels.shape == (len(split.train_users), 5)
+    assert (labels[:, 0] == 1).all() and (labels[:, 1:] == 0).all()
+    # each row is one training pair: the plays come back once each, shuffled
+    rows = sorted(zip(users.tolist(), items[:, 0].tolist()))
+    assert rows == sorted(zip(split.train_users.tolist(), split.train_items.tolist()))
+    assert not (np.diff(users) >= 0).all()
+    negatives = set(zip(np.repeat(users, 4), items[:, 1:].ravel()))
     assert negatives.isdisjoint(zip(plays.user_ids, plays.artist_ids))
     assert negatives.isdisjoint(zip(split.test_users, split.test_items))
     assert negatives.isdisjoint(zip(split.valid_users, split.valid_items))
@@ -70,11 +74,11 @@ def test_same_seed_same_epoch():
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
 
 
-def test_user_who_played_everything_gets_no_negatives():
+def test_user_who_played_everything_is_left_out_of_training():
     sampler, users, items = sampler_for([(0, 0), (0, 1), (0, 2), (1, 0)], 2, 3)
     u, i, labels = sampling.training_set(users, items, sampler, 2, np.random.default_rng(0))
-    assert (labels == 1).sum() == 4 and set(u[labels == 0]) == {1}
-    assert set(i[labels == 0]) <= {1, 2}
+    assert u.tolist() == [1] and i[0, 0] == 0 and set(i[0, 1:]) <= {1, 2}
+    assert labels.tolist() == [[1, 0, 0]]
 
 
 def test_distinct_candidates_for_crowded_users():
