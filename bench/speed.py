@@ -13,10 +13,12 @@ Measured (each row of the table says how: timed in full, or a slice timed and ex
   sampling_seconds                    training.epoch_data for one full epoch (neg_ratio 4)
   train_samples_per_s[_<batch>]       build_model("mlp", optimizer="lazy_adam") fed by
                                       training.batched_dataset, model.fit, steady state
-  naive_train_samples_per_s           build_model(..., optimizer="adam") fed by
-                                      from_tensor_slices(...).batch(1024), steady state
+                                      (a sample is one (user, artist) pair)
+  naive_train_samples_per_s           notebook_model(): Keras' Embedding, Dense and Adam, one
+                                      pair per sample, from_tensor_slices(...).batch(1024)
   eval_pairs_per_s                    models.make_scorer + evaluate.hit_ratio_at_k, all users
-  naive_eval_pairs_per_s              the notebook's loop, two model.predict calls per user
+  naive_eval_pairs_per_s              the notebook's loop, two model.predict calls per user, on
+                                      notebook_model() holding the trained model's weights
   peak_rss_mb                         resource.getrusage(RUSAGE_SELF).ru_maxrss of this process
 The last line of output is one JSON object with every number.
 """
@@ -167,34 +169,66 @@ def slice_of(inputs, labels, start, stop):
 
 
 def time_project_training(split, inputs, labels, batch_size, warm_steps, timed_steps, seed):
-    """LazyAdam + batched_dataset: warm-up fit (tracing), then a timed fit -> (row, model)."""
+    """LazyAdam + batched_dataset, as training.fit feeds it (a step of `batch_size` samples is
+    batch_size // 5 rows of a play and its 4 negatives): warm-up fit (tracing), then a timed fit
+    -> (row, model)."""
     import models
     import training
-    steps_in_epoch = len(labels) // batch_size
+    rows = training.rows_per_step(labels, batch_size)
+    steps_in_epoch = len(labels) // rows
     warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
     timed_steps = min(timed_steps, steps_in_epoch - warm_steps)
     training.seed_everything(seed)
     model = models.build_model("mlp", split.num_users, split.num_items, optimizer="lazy_adam")
-    warm = slice_of(inputs, labels, 0, warm_steps * batch_size)
-    model.fit(training.batched_dataset(*warm, batch_size), verbose=0)
-    timed = slice_of(inputs, labels, warm_steps * batch_size,
-                     (warm_steps + timed_steps) * batch_size)
-    dataset = training.batched_dataset(*timed, batch_size)
+    warm = slice_of(inputs, labels, 0, warm_steps * rows)
+    model.fit(training.batched_dataset(*warm, rows), verbose=0)
+    timed = slice_of(inputs, labels, warm_steps * rows, (warm_steps + timed_steps) * rows)
+    dataset = training.batched_dataset(*timed, rows)
     with Phase(f"train {batch_size}") as phase:
         history = model.fit(dataset, verbose=0)
-    samples = timed_steps * batch_size
+    samples = timed_steps * rows * labels.shape[1]
     return {"batch_size": batch_size, "steps": timed_steps, "samples": samples,
             "seconds": phase.seconds, "samples_per_s": samples / phase.seconds,
             "ms_per_step": 1000 * phase.seconds / timed_steps, "phase": phase,
             "loss": float(history.history["loss"][-1])}, model
 
 
+def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8)):
+    """The notebook's model as it wrote it: Keras' Embedding, Concatenate, Dense layers and
+    Adam; one (user, artist) pair per sample. Layer names match models.build_model("mlp")."""
+    import keras
+    from keras import layers
+    user = keras.Input(shape=(), name="user", dtype="int32")
+    item = keras.Input(shape=(), name="item", dtype="int32")
+    hidden = layers.Concatenate()([layers.Embedding(num_users, embedding_dim,
+                                                    name="user_embedding")(user),
+                                   layers.Embedding(num_items, embedding_dim,
+                                                    name="item_embedding")(item)])
+    for number, units in enumerate(hidden_units, 1):
+        hidden = layers.Dense(units, activation="relu", name=f"hidden_{number}")(hidden)
+    output = layers.Dense(1, activation="sigmoid", name="prediction")(hidden)
+    model = keras.Model([user, item], output, name="notebook_mlp")
+    model.compile(keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def flat_samples(inputs, labels):
+    """Rows of a play and its negatives -> the notebook's one pair per sample, shuffled as
+    its model.fit(shuffle=True) would."""
+    per_row = labels.shape[1]
+    order = np.random.default_rng(0).permutation(labels.size)
+    users = np.repeat(inputs["user"], per_row)[order]
+    return {"user": users, "item": inputs["item"].ravel()[order]}, labels.ravel()[order]
+
+
 def time_naive_training(split, inputs, labels, seed):
-    """The notebook's way: Keras' Adam, from_tensor_slices(...).batch(1024)."""
-    import models
+    """The notebook's way: its model (Keras' Embedding and Adam), one pair per sample,
+    from_tensor_slices(...).batch(1024)."""
     import tensorflow as tf
     import training
     batch_size, (warm_steps, timed_steps) = 1024, NAIVE_PLAN
+    rows = (warm_steps + timed_steps) * batch_size // labels.shape[1] + 1
+    inputs, labels = flat_samples(*slice_of(inputs, labels, 0, rows))
     steps_in_epoch = len(labels) // batch_size
     warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
     timed_steps = min(timed_steps, steps_in_epoch - warm_steps)
@@ -205,7 +239,7 @@ def time_naive_training(split, inputs, labels, seed):
                                                    y)).batch(batch_size)
 
     training.seed_everything(seed)
-    model = models.build_model("mlp", split.num_users, split.num_items, optimizer="adam")
+    model = notebook_model(split.num_users, split.num_items)
     model.fit(notebook_dataset(0, warm_steps), verbose=0)
     dataset = notebook_dataset(warm_steps, warm_steps + timed_steps)
     with Phase("naive train") as phase:
@@ -301,7 +335,7 @@ def main(argv):
         import training
         with Phase("sampling") as sampling_phase:
             inputs, labels = training.epoch_data("mlp", split, NEG_RATIO, seed, 0)
-        epoch_samples = len(labels)
+        epoch_samples = int(labels.size)
         result.update(sampling_seconds=round(sampling_phase.seconds, 3),
                       epoch_samples=epoch_samples, train_pairs=int(len(split.train_users)))
         row(f"sampling: training.epoch_data, one epoch ({epoch_samples:,} samples)",
@@ -370,10 +404,14 @@ def main(argv):
         warm_users, timed_users = NAIVE_EVAL_USERS
         timed_users = min(timed_users, max(1, num_test - warm_users))
         log(f"[speed] naive evaluation on {timed_users} users ...")
-        naive_evaluation(eval_model, split, range(warm_users))
+        faithful = notebook_model(split.num_users, split.num_items)   # with eval_model's weights
+        for layer in faithful.layers:
+            if layer.weights:
+                layer.set_weights(eval_model.get_layer(layer.name).get_weights())
+        naive_evaluation(faithful, split, range(warm_users))
         chosen = np.arange(warm_users, warm_users + timed_users)
         with Phase("naive eval") as naive_eval:
-            naive_ranks = naive_evaluation(eval_model, split, chosen)
+            naive_ranks = naive_evaluation(faithful, split, chosen)
         naive_eval_rate = timed_users * (1 + NUM_EVAL_NEGATIVES) / naive_eval.seconds
         agree = int((metrics["ranks"][chosen] == naive_ranks).sum())
         result.update(naive_eval_pairs_per_s=round(naive_eval_rate, 1),
