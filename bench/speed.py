@@ -212,11 +212,11 @@ def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16,
     return model
 
 
-def flat_samples(inputs, labels):
+def flat_samples(inputs, labels, rng=None):
     """Rows of a play and its negatives -> the notebook's one pair per sample, shuffled as
     its model.fit(shuffle=True) would."""
     per_row = labels.shape[1]
-    order = np.random.default_rng(0).permutation(labels.size)
+    order = (rng or np.random.default_rng(0)).permutation(labels.size)
     users = np.repeat(inputs["user"], per_row)[order]
     return {"user": users, "item": inputs["item"].ravel()[order]}, labels.ravel()[order]
 
