@@ -13,7 +13,9 @@ Measured (each row of the table says how: timed in full, or a slice timed and ex
   sampling_seconds                    training.epoch_data for one full epoch (neg_ratio 4)
   train_samples_per_s[_<batch>]       build_model("mlp", optimizer="lazy_adam") fed by
                                       training.batched_dataset, model.fit, steady state
-                                      (a sample is one (user, artist) pair)
+                                      (a sample is one (user, artist) pair); the median of
+                                      WINDOWS timed windows, at each batch size of TRAIN_PLAN;
+                                      train_samples_per_s is the best batch size's
   naive_train_samples_per_s           notebook_model(): Keras' Embedding, Dense and Adam, one
                                       pair per sample, from_tensor_slices(...).batch(1024)
   eval_pairs_per_s                    models.make_scorer + evaluate.hit_ratio_at_k, all users
@@ -46,8 +48,9 @@ NUM_EVAL_NEGATIVES = 99
 TOP_K = 10
 PROJECT_BATCH = 1024                         # ncf_lastfm.BATCH_SIZE
 # batch size -> (warm-up steps, timed steps); both cut to what one epoch holds
-TRAIN_PLAN = {1024: (20, 2000), 8192: (10, 400), 65536: (4, 100)}
-NAIVE_PLAN = (20, 200)                       # batch 1024 (the notebook's), Keras' dense Adam
+TRAIN_PLAN = {1024: (20, 2400), 8192: (10, 450), 65536: (4, 120), 131072: (4, 60)}
+NAIVE_PLAN = (20, 240)                       # batch 1024 (the notebook's), Keras' dense Adam
+WINDOWS = 3                                  # timed windows per measurement; the median counts
 NAIVE_EVAL_USERS = (2, 30)                   # warm-up users, timed users
 
 
@@ -168,29 +171,49 @@ def slice_of(inputs, labels, start, stop):
     return {name: array[start:stop] for name, array in inputs.items()}, labels[start:stop]
 
 
+def time_fit(model, dataset_for, warm_steps, timed_steps, samples_per_step, label):
+    """A warm-up fit (tracing), then WINDOWS timed fits of timed_steps // WINDOWS steps each,
+    back to back -> the median window's rate (this machine is shared: one window can lose a
+    core to another process), with every window's rate."""
+    model.fit(dataset_for(0, warm_steps), verbose=0)
+    per_window = max(1, timed_steps // WINDOWS)
+    windows = []
+    for number in range(WINDOWS):
+        start = warm_steps + number * per_window
+        dataset = dataset_for(start, start + per_window)
+        with Phase(f"{label} {number}") as phase:
+            history = model.fit(dataset, verbose=0)
+        windows.append((per_window * samples_per_step / phase.seconds, phase, history))
+    rate, phase, history = sorted(windows, key=lambda w: w[0])[len(windows) // 2]
+    return {"steps": per_window * len(windows), "samples": per_window * len(windows)
+            * samples_per_step, "samples_per_s": rate, "ms_per_step": 1000 * samples_per_step
+            / rate, "phase": phase, "window_samples_per_s": [round(w[0]) for w in windows],
+            "loss": float(history.history["loss"][-1])}
+
+
+def plan(steps_in_epoch, warm_steps, timed_steps):
+    """Warm-up and timed steps cut to what one epoch holds."""
+    warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
+    return warm_steps, max(WINDOWS, min(timed_steps, steps_in_epoch - warm_steps))
+
+
 def time_project_training(split, inputs, labels, batch_size, warm_steps, timed_steps, seed):
     """LazyAdam + batched_dataset, as training.fit feeds it (a step of `batch_size` samples is
-    batch_size // 5 rows of a play and its 4 negatives): warm-up fit (tracing), then a timed fit
-    -> (row, model)."""
+    batch_size // 5 rows of a play and its 4 negatives) -> (row, model)."""
     import models
     import training
     rows = training.rows_per_step(labels, batch_size)
-    steps_in_epoch = len(labels) // rows
-    warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
-    timed_steps = min(timed_steps, steps_in_epoch - warm_steps)
+    warm_steps, timed_steps = plan(len(labels) // rows, warm_steps, timed_steps)
     training.seed_everything(seed)
     model = models.build_model("mlp", split.num_users, split.num_items, optimizer="lazy_adam")
-    warm = slice_of(inputs, labels, 0, warm_steps * rows)
-    model.fit(training.batched_dataset(*warm, rows), verbose=0)
-    timed = slice_of(inputs, labels, warm_steps * rows, (warm_steps + timed_steps) * rows)
-    dataset = training.batched_dataset(*timed, rows)
-    with Phase(f"train {batch_size}") as phase:
-        history = model.fit(dataset, verbose=0)
-    samples = timed_steps * rows * labels.shape[1]
-    return {"batch_size": batch_size, "steps": timed_steps, "samples": samples,
-            "seconds": phase.seconds, "samples_per_s": samples / phase.seconds,
-            "ms_per_step": 1000 * phase.seconds / timed_steps, "phase": phase,
-            "loss": float(history.history["loss"][-1])}, model
+
+    def dataset_for(start, stop):
+        return training.batched_dataset(*slice_of(inputs, labels, start * rows, stop * rows),
+                                        rows)
+
+    measured = time_fit(model, dataset_for, warm_steps, timed_steps, rows * labels.shape[1],
+                        f"train {batch_size}")
+    return {"batch_size": batch_size, **measured}, model
 
 
 def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8)):
@@ -229,9 +252,7 @@ def time_naive_training(split, inputs, labels, seed):
     batch_size, (warm_steps, timed_steps) = 1024, NAIVE_PLAN
     rows = (warm_steps + timed_steps) * batch_size // labels.shape[1] + 1
     inputs, labels = flat_samples(*slice_of(inputs, labels, 0, rows))
-    steps_in_epoch = len(labels) // batch_size
-    warm_steps = min(warm_steps, max(1, steps_in_epoch // 10))
-    timed_steps = min(timed_steps, steps_in_epoch - warm_steps)
+    warm_steps, timed_steps = plan(len(labels) // batch_size, warm_steps, timed_steps)
 
     def notebook_dataset(start, stop):
         x, y = slice_of(inputs, labels, start * batch_size, stop * batch_size)
@@ -240,15 +261,9 @@ def time_naive_training(split, inputs, labels, seed):
 
     training.seed_everything(seed)
     model = notebook_model(split.num_users, split.num_items)
-    model.fit(notebook_dataset(0, warm_steps), verbose=0)
-    dataset = notebook_dataset(warm_steps, warm_steps + timed_steps)
-    with Phase("naive train") as phase:
-        history = model.fit(dataset, verbose=0)
-    samples = timed_steps * batch_size
-    return {"batch_size": batch_size, "steps": timed_steps, "samples": samples,
-            "seconds": phase.seconds, "samples_per_s": samples / phase.seconds,
-            "ms_per_step": 1000 * phase.seconds / timed_steps, "phase": phase,
-            "loss": float(history.history["loss"][-1])}
+    measured = time_fit(model, notebook_dataset, warm_steps, timed_steps, batch_size,
+                        "naive train")
+    return {"batch_size": batch_size, **measured}
 
 
 def naive_evaluation(model, split, users):
@@ -354,8 +369,9 @@ def main(argv):
             del model
             result[f"train_samples_per_s_{batch_size}"] = round(m["samples_per_s"])
             row(f"train: lazy_adam + batched_dataset, batch {batch_size}", m["samples_per_s"],
-                "samples/s", f"{m['steps']} steps ({m['samples']:,} samples) timed after "
-                "a warm-up fit; extrapolated", m["phase"])
+                "samples/s", f"median of {WINDOWS} windows ({m['steps']} steps, "
+                f"{m['samples']:,} samples) after a warm-up fit; windows "
+                f"{'/'.join(f'{r / 1e3:,.0f}K' for r in m['window_samples_per_s'])}", m["phase"])
         best = max(measured, key=lambda b: measured[b]["samples_per_s"])
         train_rate = measured[best]["samples_per_s"]
         epoch_seconds = sampling_phase.seconds + epoch_samples / train_rate
@@ -379,8 +395,10 @@ def main(argv):
                           measured[PROJECT_BATCH]["samples_per_s"] / naive["samples_per_s"], 1),
                       naive_epoch_seconds=round(epoch_samples / naive["samples_per_s"], 1))
         row("train (naive): Adam + from_tensor_slices(...).batch(1024)", naive["samples_per_s"],
-            "samples/s", f"{naive['steps']} steps ({naive['samples']:,} samples) timed after a "
-            "warm-up fit; extrapolated", naive["phase"])
+            "samples/s", f"median of {WINDOWS} windows ({naive['steps']} steps, "
+            f"{naive['samples']:,} samples) after a warm-up fit; windows "
+            f"{'/'.join(f'{r / 1e3:,.1f}K' for r in naive['window_samples_per_s'])}",
+            naive["phase"])
         row("naive epoch (training only)", epoch_samples / naive["samples_per_s"], "s",
             "computed: epoch_samples / naive_train_samples_per_s")
 
