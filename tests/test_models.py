@@ -1,0 +1,84 @@
+"""LazyAdam: the fused kernel (lazy_adam.cc) and the TensorFlow-ops path against a NumPy Adam."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+
+
+def numpy_lazy_adam(table, m, v, indices, values, steps, lr=0.01, b1=0.9, b2=0.999, eps=1e-7):
+    """Reference: Adam on the summed gradient of each distinct row, other rows untouched."""
+    table, m, v = table.copy(), m.copy(), v.copy()
+    for step in range(1, steps + 1):
+        grad = np.zeros_like(table)
+        np.add.at(grad, indices, values)
+        rows = np.unique(indices)
+        m[rows] = b1 * m[rows] + (1 - b1) * grad[rows]
+        v[rows] = b2 * v[rows] + (1 - b2) * grad[rows] ** 2
+        alpha = lr * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+        table[rows] -= alpha * m[rows] / (np.sqrt(v[rows]) + eps)
+    return table, m, v
+
+
+def lazy_adam_steps(table, indices, values, steps, use_kernel, monkeypatch):
+    monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+    variable = keras.Variable(table, name="item_embedding")
+    optimizer = models.LazyAdam(0.01)
+    optimizer.build([variable])
+    gradient = tf.IndexedSlices(tf.constant(values), tf.constant(indices),
+                                tf.constant(table.shape, tf.int32))
+
+    @tf.function
+    def step():
+        optimizer.apply_gradients([(gradient, variable)])
+
+    for _ in range(steps):
+        step()
+    return (np.asarray(variable), np.asarray(optimizer._momentums[0]),
+            np.asarray(optimizer._velocities[0]))
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_lazy_adam_matches_numpy_and_leaves_other_rows(use_kernel, monkeypatch):
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 6)).astype(np.float32)
+    indices = np.array([3, 7, 3, 49, 0, 7, 7, 12, 3, 0], np.int32)   # duplicates on purpose
+    values = rng.normal(size=(len(indices), 6)).astype(np.float32)
+    got = lazy_adam_steps(table, indices, values, 3, use_kernel, monkeypatch)
+    want = numpy_lazy_adam(table, np.zeros_like(table), np.zeros_like(table), indices, values, 3)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    untouched = np.setdiff1d(np.arange(50), indices)
+    assert np.array_equal(got[0][untouched], table[untouched])
+    assert not got[1][untouched].any() and not got[2][untouched].any()
+
+
+def test_fused_kernel_builds_and_equals_tensorflow_ops(monkeypatch):
+    assert models.fused_kernel() is not None, "g++ could not build lazy_adam.cc"
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(2_000, 32)).astype(np.float32)
+    indices = rng.integers(0, 2_000, 5_000).astype(np.int32)
+    values = rng.normal(size=(5_000, 32)).astype(np.float32)
+    fused = lazy_adam_steps(table, indices, values, 2, True, monkeypatch)
+    ops = lazy_adam_steps(table, indices, values, 2, False, monkeypatch)
+    for a, b in zip(fused, ops):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_models_train_the_same_with_and_without_the_kernel(monkeypatch):
+    rng = np.random.default_rng(2)
+    users = rng.integers(0, 40, 64).astype(np.int32)
+    items = rng.integers(0, 60, (64, 5)).astype(np.int32)
+    labels = np.zeros((64, 5), np.float32)
+    labels[:, 0] = 1
+    weights = []
+    for use_kernel in (True, False):
+        monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+        keras.utils.set_random_seed(0)
+        model = models.build_model("neumf", 40, 60, embedding_dim=8, hidden_units=(16, 8))
+        model.fit({"user": users, "item": items}, labels, batch_size=16, epochs=2, verbose=0,
+                  shuffle=False)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
