@@ -64,7 +64,7 @@ MODEL_DEFAULTS = {
     "mlp": {},   # the notebook's model keeps the notebook's settings
     "gmf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.0005,
             "NUM_EPOCH": 30, "VALIDATION": True},
-    "neumf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.0005,
+    "neumf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.001,
               "NUM_EPOCH": 30, "VALIDATION": True},
     "bpr": {"NUM_FACTOR": 128, "L2": 0.01, "LEARNING_RATE": 0.003, "NUM_EPOCH": 30,
             "VALIDATION": True},
