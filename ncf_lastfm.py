@@ -40,6 +40,8 @@ DROPOUT = 0.0           # dropout after each hidden layer
 PRETRAIN = False        # neumf: start from trained gmf and mlp weights, as the paper
 # ---- training --------------------------------------------------------------------------------
 NEG_RATIO = 4           # unplayed artists sampled per play, fresh every epoch
+ROWS = "play"           # play: a play and its NEG_RATIO negatives per training row (fast);
+                        # pair: one (user, artist) pair per row, as the notebook shuffles them
 NUM_EPOCH = 10
 BATCH_SIZE = 1024       # samples per step
 LEARNING_RATE = 1e-3
@@ -71,6 +73,7 @@ MODEL_DEFAULTS = {
     "pop": {},
 }
 CHOICES = {"DATASET": ("lastfm", "sample", "synthetic"), "OPTIMIZER": ("lazy_adam", "adam"),
+           "ROWS": ("play", "pair"),
            "MODEL": ("mlp", "gmf", "neumf", "bpr", "pop")}
 SETTINGS = [name for name in dir() if name.isupper() and name not in ("MODEL_DEFAULTS", "CHOICES")]
 
@@ -281,14 +284,15 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
             models.load_pretrained(model, *pretrained)
         log(f"model: {name}, {model.count_params():,} weights")
     fingerprint = {k: s[k] for k in ("DATASET", "DATA_DIR", "SCALE", "SPLIT", "SEED", "NUM_FACTOR",
-                                     "HIDDEN_UNITS", "L2", "DROPOUT", "NEG_RATIO", "BATCH_SIZE",
+                                     "HIDDEN_UNITS", "L2", "DROPOUT", "NEG_RATIO", "ROWS",
+                                     "BATCH_SIZE",
                                      "LEARNING_RATE", "OPTIMIZER", "VALIDATION", "PRETRAIN",
                                      "NUM_EVAL_NEGATIVES", "LOAD", "COMPARE")}
     fingerprint["MODEL"] = name
     started = time.time()
     model, history, best_epoch = training.fit(
         model, split, num_epoch=s["NUM_EPOCH"], batch_size=s["BATCH_SIZE"],
-        neg_ratio=s["NEG_RATIO"], seed=s["SEED"], top_k=s["TOP_K"],
+        neg_ratio=s["NEG_RATIO"], rows=s["ROWS"], seed=s["SEED"], top_k=s["TOP_K"],
         validation=s["VALIDATION"] or s["COMPARE"], patience=s["PATIENCE"],
         checkpoints=training.Checkpoints(s["OUTPUT_DIR"], name), fingerprint=fingerprint,
         resume=s["RESUME"], learning_rate=s["LEARNING_RATE"],

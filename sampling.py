@@ -132,6 +132,15 @@ def training_set(train_users, train_items, sampler, neg_ratio, rng):
     return users[shuffle].astype(np.int32), items[shuffle], labels
 
 
+def one_pair_per_row(users, items, labels, rng):
+    """Rows of a play and its negatives -> one (user, artist) pair per row, (n * c,) users and
+    (n * c, 1) items and labels, shuffled: the notebook's order of training samples."""
+    per_row = items.shape[1]
+    order = rng.permutation(items.size)
+    return (np.repeat(users, per_row)[order], items.reshape(-1, 1)[order],
+            labels.reshape(-1, 1)[order])
+
+
 def pairwise_set(train_users, train_items, sampler, rng):
     """One epoch of BPR data -> (users, positive items, negative items), shuffled; one sampled
     negative per training pair (users who played every artist are left out)."""

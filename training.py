@@ -59,8 +59,9 @@ def batched_dataset(inputs, labels, batch_size):
     return dataset.prefetch(2)
 
 
-def epoch_data(model_name, split, neg_ratio, seed, epoch):
-    """One epoch's training inputs and labels; depends only on (seed, epoch)."""
+def epoch_data(model_name, split, neg_ratio, seed, epoch, rows="play"):
+    """One epoch's training inputs and labels; depends only on (seed, epoch). Pointwise rows
+    are a play and its negatives (`rows="play"`) or single pairs (`rows="pair"`)."""
     rng = np.random.default_rng([seed, 2, epoch])
     if model_name == "bpr":
         users, positives, negatives = sampling.pairwise_set(
@@ -69,6 +70,8 @@ def epoch_data(model_name, split, neg_ratio, seed, epoch):
         return inputs, np.ones(len(users), np.float32)
     users, items, labels = sampling.training_set(
         split.train_users, split.train_items, split.sampler, neg_ratio, rng)
+    if rows == "pair":
+        users, items, labels = sampling.one_pair_per_row(users, items, labels, rng)
     return {"user": users, "item": items}, labels
 
 
@@ -127,7 +130,8 @@ def _json_default(value):
 
 
 def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validation, patience,
-        checkpoints, fingerprint, resume=False, learning_rate=None, verbose=1, log=print):
+        checkpoints, fingerprint, rows="play", resume=False, learning_rate=None, verbose=1,
+        log=print):
     """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch)."""
     history, best, start = [], {"epoch": 0, "hit_ratio": -1.0, "ndcg": -1.0}, 0
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))  # as stored
@@ -139,7 +143,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
         if validation and epoch - best["epoch"] >= patience and best["epoch"] > 0:
             break
         started = time.time()
-        inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch)
+        inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch, rows)
         sample_seconds = time.time() - started
         if len(labels) == 0:
             raise TrainingError("no training pairs: every user with plays to train on has "

@@ -87,3 +87,17 @@ def test_distinct_candidates_for_crowded_users():
     rows = sampler.sample_distinct(np.array([0, 1]), 10, np.random.default_rng(0))
     assert sorted(rows[0]) == list(range(90, 100))
     assert len(set(rows[1])) == 10 and 0 not in rows[1]
+
+
+def test_one_pair_per_row_keeps_every_pair_and_shuffles():
+    plays = data.frames_to_plays(*data.make_planted(100, 200, 2_000, seed=1))
+    split = data.leave_one_out(plays, 10, seed=0)
+    rng = np.random.default_rng(0)
+    users, items, labels = sampling.training_set(split.train_users, split.train_items,
+                                                 split.sampler, 3, rng)
+    flat_users, flat_items, flat_labels = sampling.one_pair_per_row(users, items, labels, rng)
+    assert flat_items.shape == flat_labels.shape == (items.size, 1)
+    want = sorted(zip(np.repeat(users, 4).tolist(), items.ravel().tolist(), labels.ravel().tolist()))
+    assert sorted(zip(flat_users.tolist(), flat_items[:, 0].tolist(),
+                      flat_labels[:, 0].tolist())) == want
+    assert not np.array_equal(flat_labels[:len(users) // 4, 0], labels[:len(users) // 4, 0])
