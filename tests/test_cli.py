@@ -211,8 +211,11 @@ def test_full_disk_is_one_line_and_no_half_written_metrics(planted_dir, tmp_path
 def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(planted_dir, tmp_path):
     argv = [sys.executable, "ncf_lastfm.py", f"--data_dir={planted_dir}", "--num_epoch=200",
             f"--output_dir={tmp_path}", "--quiet"]
+    # A shell's background job starts with SIGINT ignored, and Python then keeps it ignored:
+    # restore the default in the child so the test means the same wherever it runs.
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = tmp_path / "checkpoint-mlp.json"
     deadline = time.time() + 300
     while not state.exists() and time.time() < deadline:
