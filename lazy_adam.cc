@@ -61,56 +61,49 @@ class NcfLazyAdamApply : public OpKernel {
     float* m_data = m.flat<float>().data();
     float* v_data = v.flat<float>().data();
 
-    // Group the entries by row (a counting sort): rows[s] is the s-th distinct row, its entries
-    // are entries[start[s] .. start[s + 1]), in the order they came.
-    std::vector<int32_t> slot_of_row(num_rows, -1), rows, slot(n);
-    rows.reserve(n);
+    // Group the entries by row with a counting sort over the table's rows: rows[s] is the s-th
+    // distinct row in ascending order, its entries are entries[start[s] .. start[s + 1]), in the
+    // order they came. The table rows are then read and written in address order, which the
+    // CPU prefetches, not at random.
+    std::vector<int32_t> offset(num_rows + 1, 0);  // entries per row, then where each row starts
     for (int64_t i = 0; i < n; ++i) {
       const int32_t row = index[i];
       OP_REQUIRES(context, row >= 0 && row < num_rows,
                   tensorflow::errors::InvalidArgument("index ", row, " is outside [0, ",
                                                       num_rows, ")"));
-      if (slot_of_row[row] < 0) {
-        slot_of_row[row] = static_cast<int32_t>(rows.size());
-        rows.push_back(row);
-      }
-      slot[i] = slot_of_row[row];
+      ++offset[row + 1];
     }
-    const int64_t distinct = rows.size();
-    std::vector<int32_t> start(distinct + 1, 0), entries(n);
-    for (int64_t i = 0; i < n; ++i) ++start[slot[i] + 1];
-    for (int64_t s = 0; s < distinct; ++s) start[s + 1] += start[s];
-    std::vector<int32_t> fill(start.begin(), start.end() - 1);
-    for (int64_t i = 0; i < n; ++i) entries[fill[slot[i]]++] = static_cast<int32_t>(i);
-    // The distinct rows in ascending order (one scan of slot_of_row): the table rows are then
-    // read and written in address order, which the CPU prefetches, not at random.
-    std::vector<int32_t> ascending;
-    ascending.reserve(distinct);
+    std::vector<int32_t> rows, start, entries(n);
     for (int64_t row = 0; row < num_rows; ++row) {
-      if (slot_of_row[row] >= 0) ascending.push_back(slot_of_row[row]);
+      if (offset[row + 1] > 0) {
+        rows.push_back(static_cast<int32_t>(row));
+        start.push_back(offset[row]);
+      }
+      offset[row + 1] += offset[row];
     }
+    start.push_back(static_cast<int32_t>(n));
+    for (int64_t i = 0; i < n; ++i) entries[offset[index[i]]++] = static_cast<int32_t>(i);
+    const int64_t distinct = rows.size();
 
-    constexpr int64_t kAhead = 8;  // prefetch the gradient rows of the slot this far ahead
+    constexpr int64_t kAhead = 8;  // prefetch the gradient rows of the row this far ahead
     auto update = [&](int64_t first, int64_t last) {
       std::vector<float> sum(dim);
-      for (int64_t k = first; k < last; ++k) {
-        if (k + kAhead < last) {
-          const int32_t ahead = ascending[k + kAhead];
-          for (int32_t e = start[ahead]; e < start[ahead + 1]; ++e) {
+      for (int64_t s = first; s < last; ++s) {
+        if (s + kAhead < last) {
+          for (int32_t e = start[s + kAhead]; e < start[s + kAhead + 1]; ++e) {
             __builtin_prefetch(g + static_cast<int64_t>(entries[e]) * dim);
           }
         }
-        const int32_t s = ascending[k];
         const float* row_grad = g + static_cast<int64_t>(entries[start[s]]) * dim;
         for (int64_t d = 0; d < dim; ++d) sum[d] = row_grad[d];
         for (int32_t e = start[s] + 1; e < start[s + 1]; ++e) {
           row_grad = g + static_cast<int64_t>(entries[e]) * dim;
           for (int64_t d = 0; d < dim; ++d) sum[d] += row_grad[d];
         }
-        const int64_t offset = static_cast<int64_t>(rows[s]) * dim;
-        float* __restrict__ row_m = m_data + offset;
-        float* __restrict__ row_v = v_data + offset;
-        float* __restrict__ row_var = var_data + offset;
+        const int64_t base = static_cast<int64_t>(rows[s]) * dim;
+        float* __restrict__ row_m = m_data + base;
+        float* __restrict__ row_v = v_data + base;
+        float* __restrict__ row_var = var_data + base;
         const float* __restrict__ row_sum = sum.data();
         for (int64_t d = 0; d < dim; ++d) {
           const float new_m = beta1 * row_m[d] + (1 - beta1) * row_sum[d];

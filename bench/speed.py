@@ -237,11 +237,11 @@ def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16,
 
 def flat_samples(inputs, labels, rng=None):
     """Rows of a play and its negatives -> the notebook's one pair per sample, shuffled as
-    its model.fit(shuffle=True) would."""
-    per_row = labels.shape[1]
-    order = (rng or np.random.default_rng(0)).permutation(labels.size)
-    users = np.repeat(inputs["user"], per_row)[order]
-    return {"user": users, "item": inputs["item"].ravel()[order]}, labels.ravel()[order]
+    its model.fit(shuffle=True) would (sampling.one_pair_per_row, items and labels flat)."""
+    import sampling
+    users, items, flat = sampling.one_pair_per_row(inputs["user"], inputs["item"], labels,
+                                                   rng or np.random.default_rng(0))
+    return {"user": users, "item": items[:, 0]}, flat[:, 0]
 
 
 def time_naive_training(split, inputs, labels, seed):
