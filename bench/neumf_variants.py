@@ -1,0 +1,284 @@
+"""NeuMF with one change at a time, scored on validation artists only: what else was tried to
+close issue 4's gap to item kNN and EASE, and what it gave.
+
+Run from the repository root, on a split in the NCF paper's format (`--export_split`):
+    python bench/neumf_variants.py --split=PREFIX --seed=S [--variants=default,softmax,...]
+    python bench/neumf_variants.py --split=PREFIX --seed=S --export_validation=OUT
+    python bench/neumf_variants.py --split=PREFIX --seed=S --by_popularity
+The second form writes OUT.train.rating / .test.rating / .test.negative with the validation
+artists as the held-out ones (and the training rows without them), so that
+`../shared/tools/peers_bench.py ncf OUT` scores the classic recommenders on the same validation
+artists, with the same training rows, as the numbers below. No test artist is scored here.
+
+Every variant is NeuMF with the project's defaults (MODEL_DEFAULTS["neumf"]: 128 factors,
+8 fresh negatives per play, L2 0.001 on the looked-up rows, lazy Adam at 1e-3, rows of a play and
+its negatives, 1,024 samples a step), built here from plain Keras layers with a logit output
+(the same arithmetic as models.py's NeuMF, without its speed-ups), plus one change:
+
+  default      nothing changed
+  softmax      sampled softmax: -log of the play's softmax share among its own row of negatives,
+               instead of the log loss of each pair
+  neg32        32 negatives per play, each weighted 1/4 (the same total weight as 8)
+  item_bias    a learned bias per artist added to the logit (as the project's BPR has)
+  history      each user is also represented by the artists they played (FISM / SVD++): the
+               sum of a second embedding over their training artists, the scored artist left
+               out, divided by the square root of their count, added to the user's own row
+  average      the weights averaged over the last 3 epochs before scoring (Polyak / SWA)
+  ensemble     3 NeuMFs with different initial weights and negatives; their logits averaged
+
+`--by_popularity` trains the default NeuMF once and prints its validation HR@10 beside item
+kNN's (cosine, every neighbour, as peers_bench.py scores it), by how many training users
+played the held-out artist.
+
+Training stops after 3 epochs without a better validation HR@10 (at most 30); the best epoch's
+validation HR@10 and NDCG@10 are printed, as a Markdown table.
+"""
+import os
+import sys
+import time
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+
+import data  # noqa: E402
+import evaluate  # noqa: E402
+import models  # noqa: E402
+import training  # noqa: E402
+
+VARIANTS = ("default", "softmax", "neg32", "item_bias", "history", "average", "ensemble")
+FACTORS, NEG_RATIO, L2, LEARNING_RATE, BATCH_SIZE = 128, 8, 0.001, 1e-3, 1024
+MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
+
+
+class UserVector(layers.Layer):
+    """(user (n,), items (n, c)) -> (n, c, d): the user's own row, plus, with `history`, the
+    FISM sum over their training artists other than the scored one, over sqrt(count)."""
+
+    def __init__(self, num_users, num_items, dim, history=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_items, self.history = num_items, history
+        init = keras.initializers.RandomNormal(stddev=0.01)
+        self.rows = self.add_weight(shape=(num_users, dim), initializer=init, name="rows")
+        if history is not None:
+            self.bag = self.add_weight(shape=(num_items + 1, dim), initializer=init, name="bag")
+
+    def call(self, user, items):
+        vector = tf.gather(self.rows.value, user)                              # (n, d)
+        penalty = tf.reduce_sum(tf.square(vector))
+        vector = tf.broadcast_to(vector[:, None, :],
+                                 tf.concat([tf.shape(items), tf.shape(vector)[-1:]], 0))
+        if self.history is not None:
+            played = tf.gather(self.history, user)                             # (n, L), pad = I
+            real = tf.cast(played < self.num_items, tf.float32)
+            bag = tf.gather(self.bag.value, played) * real[..., None]          # (n, L, d)
+            penalty += tf.reduce_sum(tf.square(bag))
+            scored = tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1),
+                             tf.float32)                                       # (n, c)
+            own = scored[..., None] * tf.gather(self.bag.value, items)       # (n, c, d)
+            total = tf.reduce_sum(bag, 1)[:, None, :] - own
+            count = tf.reduce_sum(real, 1)[:, None] - scored
+            vector += total / tf.sqrt(tf.maximum(count, 1.0))[..., None]
+        self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
+        return vector
+
+
+def history_matrix(split):
+    """(num_users, most artists) training artists per user, padded with num_items."""
+    counts = np.bincount(split.train_users, minlength=split.num_users)
+    matrix = np.full((split.num_users, max(1, counts.max())), split.num_items, np.int32)
+    order = np.argsort(split.train_users, kind="stable")
+    users, items = split.train_users[order], split.train_items[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    matrix[users, np.arange(len(users)) - starts[users]] = items
+    return matrix
+
+
+def build(split, variant):
+    """NeuMF (GMF and MLP towers, separate embeddings) -> logits (n, c)."""
+    history = tf.constant(history_matrix(split)) if variant == "history" else None
+    user = keras.Input(shape=(), name="user", dtype="int32")
+    item = keras.Input(shape=(None,), name="item", dtype="int32")
+
+    def item_rows(name):
+        return models._embedding(split.num_items, FACTORS, name, L2)(item)    # (n, c, d)
+
+    gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, name="gmf_user")
+    mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, name="mlp_user")
+    gmf = layers.Multiply()([gmf_user(user, item), item_rows("gmf_item")])
+    hidden = layers.Concatenate()([mlp_user(user, item), item_rows("mlp_item")])
+    for units in (32, 16, 8):
+        hidden = layers.Dense(units, activation="relu")(hidden)
+    logit = layers.Dense(1)(layers.Concatenate()([gmf, hidden]))
+    logit = layers.Reshape((-1,))(logit)
+    if variant == "item_bias":
+        bias = models.RowEmbedding(split.num_items, 1, embeddings_initializer="zeros")(item)
+        logit = layers.Add()([logit, layers.Reshape((-1,))(bias)])
+    model = keras.Model([user, item], logit)
+    model.compile(models.make_optimizer("lazy_adam", LEARNING_RATE), loss=LOSSES[
+        "softmax" if variant == "softmax" else "neg32" if variant == "neg32" else "bce"],
+        steps_per_execution=models.STEPS_PER_CALL)
+    return model
+
+
+def _bce(labels, logits, negative_weight=1.0):
+    """Log loss per pair, negatives weighted, over the row's total weight (1 + 8 when 1.0)."""
+    losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    weights = labels + negative_weight * (1 - labels)
+    return tf.reduce_sum(weights * losses, -1) / tf.reduce_sum(weights, -1)
+
+
+LOSSES = {
+    "bce": lambda labels, logits: _bce(labels, logits),
+    "neg32": lambda labels, logits: _bce(labels, logits, 0.25),
+    "softmax": lambda labels, logits: -tf.reduce_sum(labels * tf.nn.log_softmax(logits), -1),
+}
+
+
+def scorer(model):
+    call = tf.function(lambda users, items: model({"user": users, "item": items}))
+    return lambda users, items: np.concatenate([
+        call(tf.constant(users[k:k + 512], tf.int32), tf.constant(items[k:k + 512], tf.int32))
+        .numpy() for k in range(0, len(users), 512)])
+
+
+def validation_metrics(score, split):
+    result = evaluate.hit_ratio_at_k(score, split.valid_users, split.valid_items,
+                                     split.valid_negatives, TOP_K)
+    return result["hit_ratio"], result["ndcg"]
+
+
+def train(split, variant, seed, log):
+    """-> (best epoch, validation HR, NDCG, seconds, the scorer at the best epoch)."""
+    keras.utils.set_random_seed(seed)
+    model = build(split, variant)
+    negatives = 32 if variant == "neg32" else NEG_RATIO
+    best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
+    for epoch in range(MAX_EPOCHS):
+        inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
+        rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))       # the default's rows a step
+        model.fit(training.batched_dataset(inputs, labels, rows), epochs=1, verbose=0)
+        weights = model.get_weights()
+        snapshots = (snapshots + [weights])[-3:]
+        if variant == "average":
+            model.set_weights([np.mean(parts, 0) for parts in zip(*snapshots)])
+        score = scorer(model)
+        hit_ratio, ndcg = validation_metrics(score, split)
+        frozen = [np.copy(w) for w in model.get_weights()]
+        model.set_weights(weights)
+        log(f"  {variant} seed {seed} epoch {epoch + 1}: valid HR@10 {hit_ratio:.4f}, "
+            f"NDCG@10 {ndcg:.4f}")
+        if hit_ratio > best[1]:
+            best = (epoch + 1, hit_ratio, ndcg, frozen)
+        elif epoch + 1 - best[0] >= PATIENCE:
+            break
+    model.set_weights(best[3])
+    return best[0], best[1], best[2], time.time() - started, scorer(model)
+
+
+def run_variant(split, variant, seed, log):
+    if variant != "ensemble":
+        epoch, hit_ratio, ndcg, seconds, _ = train(split, variant, seed, log)
+        return {"variant": variant, "best_epoch": str(epoch), "hit_ratio": hit_ratio,
+                "ndcg": ndcg, "seconds": seconds}
+    members = [train(split, "default", seed + k, log) for k in range(3)]
+    scores = [member[4] for member in members]
+    hit_ratio, ndcg = validation_metrics(
+        lambda users, items: np.mean([score(users, items) for score in scores], 0), split)
+    return {"variant": variant, "best_epoch": "/".join(str(m[0]) for m in members),
+            "hit_ratio": hit_ratio, "ndcg": ndcg, "seconds": sum(m[3] for m in members)}
+
+
+def item_knn_scores(split, users, items):
+    """Item kNN as peers_bench.py: score(u, i) = sum over u's artists j of cos(i, j), with
+    cos from binary user columns; computed as (X Xn^T) Xn, Xn = X / sqrt(listeners)."""
+    played = np.zeros((split.num_users, split.num_items), np.float32)
+    played[split.train_users, split.train_items] = 1
+    listeners = played.sum(0)
+    normed = played / (np.sqrt(listeners) + 1e-9)
+    scores = (played[users] @ normed.T) @ normed                          # (n, num_items)
+    return np.take_along_axis(scores, items, 1), listeners
+
+
+def by_popularity(split, seed, log):
+    """Validation HR@10 of NeuMF and item kNN by the held-out artist's training listeners."""
+    *_, neumf = train(split, "default", seed, log)
+    items = np.concatenate([split.valid_items[:, None], split.valid_negatives], 1)
+    knn, listeners = item_knn_scores(split, split.valid_users, items)
+    neumf_scores = neumf(split.valid_users, items)
+    ranks = {"neumf": evaluate.ranks_against(*_columns(neumf_scores)),
+             "item kNN": evaluate.ranks_against(*_columns(knn))}
+    held_out = listeners[split.valid_items]
+    print("| training listeners of the held-out artist | users | item kNN HR@10 | NeuMF HR@10 |")
+    print("| --- | --- | --- | --- |")
+    for low, high in ((0, 0), (1, 1), (2, 3), (4, 9), (10, 30), (31, None)):
+        chosen = (held_out >= low) & (held_out <= (high if high is not None else np.inf))
+        label = f"{low}" if low == high else f"{low} or more" if high is None else f"{low}-{high}"
+        print(f"| {label} | {chosen.sum():,} | {np.mean(ranks['item kNN'][chosen] < TOP_K):.3f} "
+              f"| {np.mean(ranks['neumf'][chosen] < TOP_K):.3f} |")
+    print(f"| all | {len(held_out):,} | {np.mean(ranks['item kNN'] < TOP_K):.4f} "
+          f"| {np.mean(ranks['neumf'] < TOP_K):.4f} |")
+    lost = (ranks["neumf"] >= TOP_K) & (ranks["item kNN"] < TOP_K)
+    above = neumf_scores[:, 1:] >= neumf_scores[:, :1]
+    rare = listeners[split.valid_negatives] <= 2
+    won = (ranks["item kNN"] >= TOP_K) & (ranks["neumf"] < TOP_K)
+    print(f"\nNeuMF misses that item kNN hits: {lost.sum()} users (the reverse: {won.sum()}); "
+          f"of the candidates NeuMF scores at or above their held-out artist, "
+          f"{rare[above & lost[:, None]].mean():.0%} have 2 or fewer training listeners (of all "
+          f"candidates: {rare.mean():.0%}).")
+
+
+def _columns(scores):
+    return scores[:, 0], scores[:, 1:]
+
+
+def export_validation(split, prefix):
+    """The validation artists as the held-out ones, training rows without them."""
+    held_out = data.Split(split.train_users, split.train_items, split.valid_users,
+                          split.valid_items, split.valid_negatives, split.valid_users[:0],
+                          split.valid_items[:0], split.valid_negatives[:0], split.sampler,
+                          split.num_users, split.num_items)
+    return data.write_ncf_split(held_out, prefix)
+
+
+def main(argv):
+    settings = {"split": "", "seed": "42", "variants": ",".join(VARIANTS), "export_validation": "",
+                "by_popularity": ""}
+    for argument in argv:
+        key, _, value = argument.lstrip("-").partition("=")
+        if key not in settings:
+            sys.exit(f"error: unknown argument {argument}; known: "
+                     + ", ".join(f"--{k}" for k in settings))
+        settings[key] = value if "=" in argument else "1"
+    variants = settings["variants"].split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if not settings["split"] or unknown:
+        sys.exit(f"error: give --split=PREFIX and --variants from {', '.join(VARIANTS)}")
+    seed = int(settings["seed"])
+    try:
+        _, split = data.read_ncf_split(settings["split"], seed, validation=True)
+    except data.DataError as error:
+        sys.exit(f"error: {error}")
+    if settings["export_validation"]:
+        print("\n".join(export_validation(split, settings["export_validation"])))
+        return
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    if settings["by_popularity"]:
+        return by_popularity(split, seed, log)
+    rows = [run_variant(split, variant, seed, log) for variant in variants]
+    print(f"NeuMF variants on the validation artists of {settings['split']} (seed {seed}, "
+          f"{len(split.valid_users):,} users)\n")
+    print("| variant | best epoch | valid HR@10 | valid NDCG@10 | seconds |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['variant']} | {row['best_epoch']} | {row['hit_ratio']:.4f} | "
+              f"{row['ndcg']:.4f} | {row['seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

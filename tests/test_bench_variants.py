@@ -1,0 +1,38 @@
+"""bench/neumf_variants.py: the parts whose mistakes would silently change its numbers."""
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import data
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "bench"))
+import neumf_variants  # noqa: E402
+
+
+def test_history_vector_leaves_the_scored_artist_out():
+    history = tf.constant([[0, 1, 2], [3, 5, 5]])          # user 1 played artist 3 only (5: pad)
+    layer = neumf_variants.UserVector(2, 5, 4, history)
+    rows, bag = layer.rows.numpy(), layer.bag.numpy()
+    vectors = layer(tf.constant([0, 1]), tf.constant([[1, 4], [3, 0]])).numpy()   # (2, 2, 4)
+    assert np.allclose(vectors[0, 0], rows[0] + (bag[0] + bag[2]) / np.sqrt(2), atol=1e-6)
+    assert np.allclose(vectors[0, 1], rows[0] + (bag[0] + bag[1] + bag[2]) / np.sqrt(3), atol=1e-6)
+    assert np.allclose(vectors[1, 0], rows[1], atol=1e-6)          # nothing left: the row alone
+    assert np.allclose(vectors[1, 1], rows[1] + bag[3], atol=1e-6)
+
+
+def test_exported_validation_split_holds_out_the_validation_artists(tmp_path):
+    plays = data.frames_to_plays(*data.make_planted(120, 150, 2_500, seed=5))
+    split = data.leave_one_out(plays, 20, seed=1, validation=True)
+    prefix = str(tmp_path / "valid")
+    neumf_variants.export_validation(split, prefix)
+    _, back = data.read_ncf_split(prefix, seed=1)
+    assert np.array_equal(back.test_users, split.valid_users)
+    assert np.array_equal(back.test_items, split.valid_items)
+    assert np.array_equal(back.test_negatives, split.valid_negatives)
+    test_pairs = set(zip(split.test_users, split.test_items))
+    back_pairs = set(zip(back.train_users, back.train_items))
+    assert back_pairs == set(zip(split.train_users, split.train_items))
+    assert not back_pairs & test_pairs
