@@ -110,9 +110,10 @@ class NegativeSampler:
         return items.reshape(len(users), k)
 
 
-def training_set(train_users, train_items, sampler, neg_ratio, rng):
+def training_set(train_users, train_items, sampler, neg_ratio, rng, shuffle=True):
     """One epoch of pointwise training data -> (users (p,), items (p, 1 + neg_ratio),
-    labels (p, 1 + neg_ratio)), one row per training pair, rows shuffled.
+    labels (p, 1 + neg_ratio)), one row per training pair, rows shuffled (unless `shuffle` is
+    False: `one_pair_per_row` shuffles the pairs anyway).
 
     Row j is the play (train_users[k], train_items[k]) for some k, label 1, then `neg_ratio`
     fresh unplayed artists of the same user, label 0. A user who played every artist has no
@@ -126,10 +127,10 @@ def training_set(train_users, train_items, sampler, neg_ratio, rng):
     items = np.empty((len(users), 1 + neg_ratio), np.int32)
     items[:, 0] = positives
     items[:, 1:] = sampler.sample(np.repeat(users, neg_ratio), rng).reshape(-1, neg_ratio)
-    shuffle = rng.permutation(len(users))
     labels = np.zeros((len(users), 1 + neg_ratio), np.float32)
     labels[:, 0] = 1
-    return users[shuffle].astype(np.int32), items[shuffle], labels
+    order = rng.permutation(len(users)) if shuffle else slice(None)
+    return users[order].astype(np.int32), items[order], labels
 
 
 def one_pair_per_row(users, items, labels, rng):

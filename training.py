@@ -69,7 +69,8 @@ def epoch_data(model_name, split, neg_ratio, seed, epoch, rows="play"):
         inputs = {"user": users, "item": positives, "negative_item": negatives}
         return inputs, np.ones(len(users), np.float32)
     users, items, labels = sampling.training_set(
-        split.train_users, split.train_items, split.sampler, neg_ratio, rng)
+        split.train_users, split.train_items, split.sampler, neg_ratio, rng,
+        shuffle=rows == "play")
     if rows == "pair":
         users, items, labels = sampling.one_pair_per_row(users, items, labels, rng)
     return {"user": users, "item": items}, labels
