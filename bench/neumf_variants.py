@@ -19,6 +19,8 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   softmax      sampled softmax: -log of the play's softmax share among its own row of negatives,
                instead of the log loss of each pair
   neg32        32 negatives per play, each weighted 1/4 (the same total weight as 8)
+  popneg       4 of the 8 negatives drawn in proportion to (training listeners)^0.75 among the
+               user's unplayed artists, not uniformly (popular artists the user skipped)
   item_bias    a learned bias per artist added to the logit (as the project's BPR has)
   history      each user is also represented by the artists they played (FISM / SVD++): the
                sum of a second embedding over their training artists, the scored artist left
@@ -51,7 +53,8 @@ import evaluate  # noqa: E402
 import models  # noqa: E402
 import training  # noqa: E402
 
-VARIANTS = ("default", "softmax", "neg32", "item_bias", "history", "average", "ensemble")
+VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "average",
+            "ensemble")
 FACTORS, NEG_RATIO, L2, LEARNING_RATE, BATCH_SIZE = 128, 8, 0.001, 1e-3, 1024
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
 
@@ -140,6 +143,27 @@ LOSSES = {
 }
 
 
+def popular_negatives(split, users, count, rng, power=0.75):
+    """(len(users), count) unplayed artists drawn with probability ~ listeners^power; draws
+    that hit a played artist are drawn again (10 rounds, then uniform)."""
+    weights = np.bincount(split.train_items, minlength=split.num_items) ** power
+    cumulative = np.cumsum(weights / weights.sum())
+    rows = np.repeat(users.astype(np.int64), count)
+    drawn = np.empty(len(rows), np.int64)
+    todo = np.arange(len(rows))
+    played = split.sampler._played_keys
+    for _ in range(10):
+        drawn[todo] = np.minimum(np.searchsorted(cumulative, rng.random(len(todo))),
+                                 split.num_items - 1)
+        keys = rows[todo] * split.num_items + drawn[todo]
+        spot = np.minimum(np.searchsorted(played, keys), len(played) - 1)
+        todo = todo[played[spot] == keys]
+        if not len(todo):
+            break
+    drawn[todo] = split.sampler.sample(rows[todo], rng)
+    return drawn.reshape(len(users), count).astype(np.int32)
+
+
 def scorer(model):
     call = tf.function(lambda users, items: model({"user": users, "item": items}))
     return lambda users, items: np.concatenate([
@@ -161,6 +185,10 @@ def train(split, variant, seed, log):
     best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
     for epoch in range(MAX_EPOCHS):
         inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
+        if variant == "popneg":
+            inputs["item"][:, 1 + NEG_RATIO // 2:] = popular_negatives(
+                split, inputs["user"], NEG_RATIO - NEG_RATIO // 2,
+                np.random.default_rng([seed, 3, epoch]))
         rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))       # the default's rows a step
         model.fit(training.batched_dataset(inputs, labels, rows), epochs=1, verbose=0)
         weights = model.get_weights()
