@@ -25,6 +25,8 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   history      each user is also represented by the artists they played (FISM / SVD++): the
                sum of a second embedding over their training artists, the scored artist left
                out, divided by the square root of their count, added to the user's own row
+  embed_dropout  dropout on every embedding vector, user and artist, in both towers (an
+               ensemble of thinned models inside one); rate 0.2, or $EMBED_DROPOUT
   average      the weights averaged over the last 3 epochs before scoring (Polyak / SWA)
   ensemble     3 NeuMFs with different initial weights and negatives; their logits averaged
 
@@ -53,10 +55,11 @@ import evaluate  # noqa: E402
 import models  # noqa: E402
 import training  # noqa: E402
 
-VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "average",
-            "ensemble")
+VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "embed_dropout",
+            "average", "ensemble")
 FACTORS, NEG_RATIO, L2, LEARNING_RATE, BATCH_SIZE = 128, 8, 0.001, 1e-3, 1024
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
+EMBED_DROPOUT = float(os.environ.get("EMBED_DROPOUT", "0.2"))
 
 
 class UserVector(layers.Layer):
@@ -113,8 +116,12 @@ def build(split, variant):
 
     gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, name="gmf_user")
     mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, name="mlp_user")
-    gmf = layers.Multiply()([gmf_user(user, item), item_rows("gmf_item")])
-    hidden = layers.Concatenate()([mlp_user(user, item), item_rows("mlp_item")])
+    vectors = [gmf_user(user, item), item_rows("gmf_item"), mlp_user(user, item),
+               item_rows("mlp_item")]
+    if variant == "embed_dropout":
+        vectors = [layers.Dropout(EMBED_DROPOUT)(vector) for vector in vectors]
+    gmf = layers.Multiply()(vectors[:2])
+    hidden = layers.Concatenate()(vectors[2:])
     for units in (32, 16, 8):
         hidden = layers.Dense(units, activation="relu")(hidden)
     logit = layers.Dense(1)(layers.Concatenate()([gmf, hidden]))
