@@ -427,7 +427,7 @@ def report_run(s, plays, split, result):
         metrics["saved_model"] = path
         print(f"saved model: {path}")
     data.atomic_write(os.path.join(folder, "metrics.json"),
-                          lambda path: training.write_json(path, metrics))
+                      lambda path: training.write_json(path, metrics))
     for path in report.plot_run(result, popularity, s["TOP_K"], folder):
         print(f"plot: {path}")
     if s["RECOMMEND_USER"] and model is not None:

@@ -130,9 +130,9 @@ def build(split, variant):
         bias = models.RowEmbedding(split.num_items, 1, embeddings_initializer="zeros")(item)
         logit = layers.Add()([logit, layers.Reshape((-1,))(bias)])
     model = keras.Model([user, item], logit)
-    model.compile(models.make_optimizer("lazy_adam", LEARNING_RATE), loss=LOSSES[
-        "softmax" if variant == "softmax" else "neg32" if variant == "neg32" else "bce"],
-        steps_per_execution=models.STEPS_PER_CALL)
+    model.compile(models.make_optimizer("lazy_adam", LEARNING_RATE),
+                  loss=LOSSES.get(variant, LOSSES["bce"]),
+                  steps_per_execution=models.STEPS_PER_CALL)
     return model
 
 
@@ -158,13 +158,10 @@ def popular_negatives(split, users, count, rng, power=0.75):
     rows = np.repeat(users.astype(np.int64), count)
     drawn = np.empty(len(rows), np.int64)
     todo = np.arange(len(rows))
-    played = split.sampler._played_keys
     for _ in range(10):
         drawn[todo] = np.minimum(np.searchsorted(cumulative, rng.random(len(todo))),
                                  split.num_items - 1)
-        keys = rows[todo] * split.num_items + drawn[todo]
-        spot = np.minimum(np.searchsorted(played, keys), len(played) - 1)
-        todo = todo[played[spot] == keys]
+        todo = todo[split.sampler.is_played(rows[todo], drawn[todo])]
         if not len(todo):
             break
     drawn[todo] = split.sampler.sample(rows[todo], rng)
@@ -189,6 +186,7 @@ def train(split, variant, seed, log):
     keras.utils.set_random_seed(seed)
     model = build(split, variant)
     negatives = 32 if variant == "neg32" else NEG_RATIO
+    rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))           # the default's rows a step
     best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
     for epoch in range(MAX_EPOCHS):
         inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
@@ -196,11 +194,10 @@ def train(split, variant, seed, log):
             inputs["item"][:, 1 + NEG_RATIO // 2:] = popular_negatives(
                 split, inputs["user"], NEG_RATIO - NEG_RATIO // 2,
                 np.random.default_rng([seed, 3, epoch]))
-        rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))       # the default's rows a step
         model.fit(training.batched_dataset(inputs, labels, rows), epochs=1, verbose=0)
         weights = model.get_weights()
-        snapshots = (snapshots + [weights])[-3:]
         if variant == "average":
+            snapshots = (snapshots + [weights])[-3:]
             model.set_weights([np.mean(parts, 0) for parts in zip(*snapshots)])
         score = scorer(model)
         hit_ratio, ndcg = validation_metrics(score, split)
