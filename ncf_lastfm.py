@@ -285,9 +285,8 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
         log(f"model: {name}, {model.count_params():,} weights")
     fingerprint = {k: s[k] for k in ("DATASET", "DATA_DIR", "SCALE", "SPLIT", "SEED", "NUM_FACTOR",
                                      "HIDDEN_UNITS", "L2", "DROPOUT", "NEG_RATIO", "ROWS",
-                                     "BATCH_SIZE",
-                                     "LEARNING_RATE", "OPTIMIZER", "VALIDATION", "PRETRAIN",
-                                     "NUM_EVAL_NEGATIVES", "LOAD", "COMPARE")}
+                                     "BATCH_SIZE", "LEARNING_RATE", "OPTIMIZER", "VALIDATION",
+                                     "PRETRAIN", "NUM_EVAL_NEGATIVES", "LOAD", "COMPARE")}
     fingerprint["MODEL"] = name
     started = time.time()
     model, history, best_epoch = training.fit(

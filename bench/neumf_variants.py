@@ -200,14 +200,14 @@ def train(split, variant, seed, log):
         if variant == "decay":
             model.optimizer.learning_rate.assign(LEARNING_RATE * 0.85 ** epoch)
         model.fit(training.batched_dataset(inputs, labels, rows), epochs=1, verbose=0)
-        weights = model.get_weights()
+        frozen = weights = model.get_weights()          # copies: the scored weights
         if variant == "average":
             snapshots = (snapshots + [weights])[-3:]
-            model.set_weights([np.mean(parts, 0) for parts in zip(*snapshots)])
-        score = scorer(model)
-        hit_ratio, ndcg = validation_metrics(score, split)
-        frozen = [np.copy(w) for w in model.get_weights()]
-        model.set_weights(weights)
+            frozen = [np.mean(parts, 0) for parts in zip(*snapshots)]
+            model.set_weights(frozen)
+        hit_ratio, ndcg = validation_metrics(scorer(model), split)
+        if variant == "average":
+            model.set_weights(weights)                  # train on from the last epoch's own
         log(f"  {variant} seed {seed} epoch {epoch + 1}: valid HR@10 {hit_ratio:.4f}, "
             f"NDCG@10 {ndcg:.4f}")
         if hit_ratio > best[1]:
