@@ -48,3 +48,13 @@ def test_popular_negatives_are_unplayed_and_favour_popular_artists():
     listeners = np.bincount(split.train_items, minlength=split.num_items)
     uniform = split.sampler.sample(np.repeat(users, 4), np.random.default_rng(0))
     assert listeners[drawn.ravel()].mean() > 1.2 * listeners[uniform].mean()   # 14.8 vs 11.2
+
+
+def test_weighted_plays_loss_scales_only_the_play_term():
+    logits = tf.constant([[0.3, -1.0, 2.0], [1.5, 0.2, -0.7]])
+    plain = tf.constant([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert np.allclose(neumf_variants._weighted_plays(plain, logits),
+                       neumf_variants._bce(plain, logits), atol=1e-6)
+    weighted = neumf_variants._weighted_plays(plain * [[2.0], [0.5]], logits).numpy()
+    pair = tf.nn.sigmoid_cross_entropy_with_logits(labels=plain, logits=logits).numpy()
+    assert np.allclose(weighted, (pair * [[2.0, 1, 1], [0.5, 1, 1]]).sum(1) / 3, atol=1e-6)
