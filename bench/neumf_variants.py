@@ -34,7 +34,8 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   rare_plays   each play's term of the log loss weighted by (training listeners of its
                artist)^-0.5, scaled to a mean of 1 over the plays (negatives unchanged): item
                kNN's cosine gives a rare shared artist that much more weight
-  ensemble     3 NeuMFs with different initial weights and negatives; their logits averaged
+  ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
+               logits averaged
 
 `--by_popularity` trains the default NeuMF once and prints its validation HR@10 beside item
 kNN's (cosine, every neighbour, as peers_bench.py scores it), by how many training users
@@ -66,6 +67,7 @@ VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "em
 FACTORS, NEG_RATIO, L2, LEARNING_RATE, BATCH_SIZE = 128, 8, 0.001, 1e-3, 1024
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
 EMBED_DROPOUT = float(os.environ.get("EMBED_DROPOUT", "0.2"))
+ENSEMBLE = int(os.environ.get("ENSEMBLE", "3"))
 
 
 class UserVector(layers.Layer):
@@ -242,7 +244,7 @@ def run_variant(split, variant, seed, log):
         epoch, hit_ratio, ndcg, seconds, _ = train(split, variant, seed, log)
         return {"variant": variant, "best_epoch": str(epoch), "hit_ratio": hit_ratio,
                 "ndcg": ndcg, "seconds": seconds}
-    members = [train(split, "default", seed + k, log) for k in range(3)]
+    members = [train(split, "default", seed + k, log) for k in range(ENSEMBLE)]
     scores = [member[4] for member in members]
     hit_ratio, ndcg = validation_metrics(
         lambda users, items: np.mean([score(users, items) for score in scores], 0), split)
