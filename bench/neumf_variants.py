@@ -167,10 +167,21 @@ LOSSES = {
 }
 
 
+def artist_listeners(split):
+    """Training listeners per artist."""
+    return np.bincount(split.train_items, minlength=split.num_items)
+
+
+def rare_play_weights(split):
+    """Per artist, (training listeners)^-0.5, scaled to a mean of 1 over the training plays."""
+    weights = np.maximum(artist_listeners(split), 1) ** -0.5
+    return (weights / weights[split.train_items].mean()).astype(np.float32)
+
+
 def popular_negatives(split, users, count, rng, power=0.75):
     """(len(users), count) unplayed artists drawn with probability ~ listeners^power; draws
     that hit a played artist are drawn again (10 rounds, then uniform)."""
-    weights = np.bincount(split.train_items, minlength=split.num_items) ** power
+    weights = artist_listeners(split) ** power
     cumulative = np.cumsum(weights / weights.sum())
     rows = np.repeat(users.astype(np.int64), count)
     drawn = np.empty(len(rows), np.int64)
@@ -205,9 +216,7 @@ def train(split, variant, seed, log):
     negatives = 32 if variant == "neg32" else NEG_RATIO
     rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))           # the default's rows a step
     best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
-    listeners = np.bincount(split.train_items, minlength=split.num_items)
-    play_weights = np.maximum(listeners, 1) ** -0.5
-    play_weights = (play_weights / play_weights[split.train_items].mean()).astype(np.float32)
+    play_weights = rare_play_weights(split) if variant == "rare_plays" else None
     for epoch in range(MAX_EPOCHS):
         inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
         if variant == "popneg":
