@@ -25,6 +25,10 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   history      each user is also represented by the artists they played (FISM / SVD++): the
                sum of a second embedding over their training artists, the scored artist left
                out, divided by the square root of their count, added to the user's own row
+  history_only  each user is only the artists they played (the FISM sum above, no row of their
+               own): the product's `--user_input=history`. The sum's rows get L2 $BAG_L2 per
+               looked-up row (default 0.001, like every table; the product's rule, the mean
+               over the user's ~49 artists, is about 2e-5)
   embed_dropout  dropout on every embedding vector, user and artist, in both towers (an
                ensemble of thinned models inside one); rate 0.2, or $EMBED_DROPOUT
   average      the weights averaged over the last 3 epochs before scoring (Polyak / SWA)
@@ -34,6 +38,9 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   rare_plays   each play's term of the log loss weighted by (training listeners of its
                artist)^-0.5, scaled to a mean of 1 over the plays (negatives unchanged): item
                kNN's cosine gives a rare shared artist that much more weight
+  play_counts  each play's term of the log loss weighted by log(1 + plays)^$PLAY_POWER (default
+               1), the plays read from $PLAYS_CSV (default ../shared/data/lastfm-2k's
+               lastfm_play.csv), scaled to a mean of 1 over each user's plays
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged
 
@@ -62,21 +69,26 @@ import evaluate  # noqa: E402
 import models  # noqa: E402
 import training  # noqa: E402
 
-VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "embed_dropout",
-            "average", "plateau", "decay", "rare_plays", "ensemble")
+VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
+            "embed_dropout",
+            "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble")
 FACTORS, NEG_RATIO, L2, LEARNING_RATE, BATCH_SIZE = 128, 8, 0.001, 1e-3, 1024
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
 EMBED_DROPOUT = float(os.environ.get("EMBED_DROPOUT", "0.2"))
 ENSEMBLE = int(os.environ.get("ENSEMBLE", "3"))
+PLAYS_CSV = os.environ.get("PLAYS_CSV", os.path.join(ROOT, "..", "shared", "data", "lastfm-2k",
+                                                      "lastfm_play.csv"))
+PLAY_POWER = float(os.environ.get("PLAY_POWER", "1"))
+BAG_L2 = float(os.environ.get("BAG_L2", str(L2)))
 
 
 class UserVector(layers.Layer):
     """(user (n,), items (n, c)) -> (n, c, d): the user's own row, plus, with `history`, the
     FISM sum over their training artists other than the scored one, over sqrt(count)."""
 
-    def __init__(self, num_users, num_items, dim, history=None, **kwargs):
+    def __init__(self, num_users, num_items, dim, history=None, own_row=True, **kwargs):
         super().__init__(**kwargs)
-        self.num_items, self.history = num_items, history
+        self.num_items, self.history, self.own_row = num_items, history, own_row
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.rows = self.add_weight(shape=(num_users, dim), initializer=init, name="rows")
         if history is not None:
@@ -84,6 +96,8 @@ class UserVector(layers.Layer):
 
     def call(self, user, items):
         vector = tf.gather(self.rows.value, user)                              # (n, d)
+        if not self.own_row:
+            vector = tf.zeros_like(vector)
         penalty = tf.reduce_sum(tf.square(vector))
         vector = tf.broadcast_to(vector[:, None, :],
                                  tf.concat([tf.shape(items), tf.shape(vector)[-1:]], 0))
@@ -91,7 +105,7 @@ class UserVector(layers.Layer):
             played = tf.gather(self.history, user)                             # (n, L), pad = I
             real = tf.cast(played < self.num_items, tf.float32)
             bag = tf.gather(self.bag.value, played) * real[..., None]          # (n, L, d)
-            penalty += tf.reduce_sum(tf.square(bag))
+            penalty += BAG_L2 / L2 * tf.reduce_sum(tf.square(bag))
             scored = tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1),
                              tf.float32)                                       # (n, c)
             own = scored[..., None] * tf.gather(self.bag.value, items)       # (n, c, d)
@@ -115,15 +129,19 @@ def history_matrix(split):
 
 def build(split, variant):
     """NeuMF (GMF and MLP towers, separate embeddings) -> logits (n, c)."""
-    history = tf.constant(history_matrix(split)) if variant == "history" else None
+    history = (tf.constant(history_matrix(split)) if variant in ("history", "history_only")
+               else None)
+    own_row = variant != "history_only"
     user = keras.Input(shape=(), name="user", dtype="int32")
     item = keras.Input(shape=(None,), name="item", dtype="int32")
 
     def item_rows(name):
         return models._embedding(split.num_items, FACTORS, name, L2)(item)    # (n, c, d)
 
-    gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, name="gmf_user")
-    mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, name="mlp_user")
+    gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
+                          name="gmf_user")
+    mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
+                          name="mlp_user")
     vectors = [gmf_user(user, item), item_rows("gmf_item"), mlp_user(user, item),
                item_rows("mlp_item")]
     if variant == "embed_dropout":
@@ -162,6 +180,7 @@ def _weighted_plays(labels, logits):
 LOSSES = {
     "bce": lambda labels, logits: _bce(labels, logits),
     "rare_plays": _weighted_plays,
+    "play_counts": _weighted_plays,
     "neg32": lambda labels, logits: _bce(labels, logits, 0.25),
     "softmax": lambda labels, logits: -tf.reduce_sum(labels * tf.nn.log_softmax(logits), -1),
 }
@@ -176,6 +195,20 @@ def rare_play_weights(split):
     """Per artist, (training listeners)^-0.5, scaled to a mean of 1 over the training plays."""
     weights = np.maximum(artist_listeners(split), 1) ** -0.5
     return (weights / weights[split.train_items].mean()).astype(np.float32)
+
+
+def play_count_weights(split):
+    """Per training play, log(1 + plays)^PLAY_POWER from $PLAYS_CSV, scaled to a mean of 1 over
+    each user's training plays (a user's total weight is unchanged)."""
+    import pandas as pd
+    frame = pd.read_csv(PLAYS_CSV)
+    keys = frame.user_id.values.astype(np.int64) * split.num_items + frame.artist_id.values
+    counts = pd.Series(frame.plays.values, index=keys).groupby(level=0).sum()
+    wanted = split.train_users.astype(np.int64) * split.num_items + split.train_items
+    weights = np.log1p(counts.reindex(wanted).fillna(1).values) ** PLAY_POWER
+    means = np.bincount(split.train_users, weights, split.num_users) / np.maximum(
+        np.bincount(split.train_users, minlength=split.num_users), 1)
+    return {"keys": wanted, "weights": (weights / means[split.train_users]).astype(np.float32)}
 
 
 def popular_negatives(split, users, count, rng, power=0.75):
@@ -217,6 +250,9 @@ def train(split, variant, seed, log):
     rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))           # the default's rows a step
     best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
     play_weights = rare_play_weights(split) if variant == "rare_plays" else None
+    if variant == "play_counts":
+        table = play_count_weights(split)
+        order = np.argsort(table["keys"])
     for epoch in range(MAX_EPOCHS):
         inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
         if variant == "popneg":
@@ -225,6 +261,11 @@ def train(split, variant, seed, log):
                 np.random.default_rng([seed, 3, epoch]))
         if variant == "rare_plays":
             labels = labels * play_weights[inputs["item"]]
+        if variant == "play_counts":
+            keys = inputs["user"].astype(np.int64) * split.num_items + inputs["item"][:, 0]
+            labels = labels.copy()
+            labels[:, 0] = table["weights"][order[np.searchsorted(table["keys"], keys,
+                                                                   sorter=order)]]
         if variant == "decay":
             model.optimizer.learning_rate.assign(LEARNING_RATE * 0.85 ** epoch)
         model.fit(training.batched_dataset(inputs, labels, rows), epochs=1, verbose=0)

@@ -58,3 +58,30 @@ def test_weighted_plays_loss_scales_only_the_play_term():
     weighted = neumf_variants._weighted_plays(plain * [[2.0], [0.5]], logits).numpy()
     pair = tf.nn.sigmoid_cross_entropy_with_logits(labels=plain, logits=logits).numpy()
     assert np.allclose(weighted, (pair * [[2.0, 1, 1], [0.5, 1, 1]]).sum(1) / 3, atol=1e-6)
+
+
+def test_history_only_vector_has_no_row_of_its_own():
+    history = tf.constant([[0, 1, 2]])
+    layer = neumf_variants.UserVector(1, 5, 4, history, own_row=False)
+    bag = layer.bag.numpy()
+    vectors = layer(tf.constant([0]), tf.constant([[1, 4]])).numpy()
+    assert np.allclose(vectors[0, 0], (bag[0] + bag[2]) / np.sqrt(2), atol=1e-6)
+    assert np.allclose(vectors[0, 1], (bag[0] + bag[1] + bag[2]) / np.sqrt(3), atol=1e-6)
+
+
+def test_play_count_weights_follow_each_play_and_average_one_per_user(tmp_path, monkeypatch):
+    plays = data.frames_to_plays(*data.make_planted(50, 80, 600, seed=7))
+    split = data.leave_one_out(plays, 10, seed=3, validation=True)
+    path = tmp_path / "plays.csv"
+    import pandas as pd
+    pd.DataFrame({"user_id": plays.user_ids, "artist_id": plays.artist_ids,
+                  "plays": plays.play_counts}).to_csv(path, index=False)
+    monkeypatch.setattr(neumf_variants, "PLAYS_CSV", str(path))
+    table = neumf_variants.play_count_weights(split)
+    counts = dict(zip(zip(plays.user_ids.tolist(), plays.artist_ids.tolist()),
+                      plays.play_counts.tolist()))
+    raw = np.log1p([counts[pair] for pair in zip(split.train_users.tolist(),
+                                                split.train_items.tolist())])
+    for user in np.unique(split.train_users)[:10]:
+        mine = split.train_users == user
+        assert np.allclose(table["weights"][mine], raw[mine] / raw[mine].mean(), atol=1e-5)
