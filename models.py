@@ -146,6 +146,78 @@ def _embedding(num_rows, dim, name, l2, initializer="normal"):
                         activity_regularizer=keras.regularizers.L2(l2) if l2 else None)
 
 
+def history_keys(users, items, num_users, num_items):
+    """(sorted unique user * num_items + artist keys (int64), row starts (num_users + 1,)):
+    user u's training artists are keys[starts[u]:starts[u + 1]] % num_items."""
+    keys = np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
+    starts = np.searchsorted(keys, np.arange(num_users + 1, dtype=np.int64) * num_items)
+    return keys, starts.astype(np.int64)
+
+
+def history_sums(keys, starts, table, users, num_items):
+    """-> (sum of table rows over each user's artists (n, d), their counts (n,), the sum of
+    those rows' squares (n,)), for users (n,) int32."""
+    begin, end = tf.gather(starts, users), tf.gather(starts, users + 1)
+    positions = tf.ragged.range(begin, end)
+    rows = tf.gather(table, tf.gather(keys, positions.flat_values) % num_items)
+    segments, n = tf.cast(positions.value_rowids(), tf.int32), tf.shape(users)[0]
+    return (tf.math.unsorted_segment_sum(rows, segments, n), tf.cast(end - begin, tf.float32),
+            tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(rows), -1), segments, n))
+
+
+def played(keys, users, items, num_items):
+    """(n, c) bool: does user users[k] have artist items[k, j] among the sorted `keys`?"""
+    wanted = tf.cast(users, tf.int64)[:, None] * num_items + tf.cast(items, tf.int64)
+    flat = tf.reshape(wanted, [-1])
+    index = tf.minimum(tf.searchsorted(keys, flat), tf.size(keys) - 1)
+    return tf.reshape(tf.gather(keys, index) == flat, tf.shape(items))
+
+
+@keras.saving.register_keras_serializable(package="ncf_lastfm")
+class UserHistory(layers.Layer):
+    """A user as the artists they played (FISM, Kabbur et al. KDD 2013; NAIS, He et al. 2018):
+    the sum of a learned row per training artist over sqrt(their count), with the scored artist
+    left out when the user played it (so a play cannot explain itself). (user (n,), items
+    (n, c)) -> (n, c, d). The training plays are weights (not trained), so a saved model scores
+    as it was trained. L2: `l2` times the mean squared row over the user's artists, per sample:
+    a user's history costs what one looked-up row costs under `_embedding`'s rule."""
+
+    def __init__(self, num_users, num_items, dim, num_keys, l2=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_users, self.num_items, self.dim = num_users, num_items, dim
+        self.num_keys, self.l2 = num_keys, l2
+        self.embeddings = self.add_weight(
+            shape=(num_items, dim), name="embeddings",
+            initializer=keras.initializers.RandomNormal(stddev=0.01))
+        self.keys = self.add_weight(shape=(num_keys,), dtype="int64", trainable=False,
+                                    initializer="zeros", name="keys")
+        self.starts = self.add_weight(shape=(num_users + 1,), dtype="int64", trainable=False,
+                                      initializer="zeros", name="starts")
+
+    def set_history(self, keys, starts):
+        self.keys.assign(keys)
+        self.starts.assign(starts)
+
+    def call(self, users, items):
+        users, items = tf.cast(users, tf.int32), tf.cast(items, tf.int32)
+        table = self.embeddings.value
+        total, count, squares = history_sums(self.keys.value, self.starts.value, table, users,
+                                             self.num_items)
+        if self.l2:
+            self.add_loss(self.l2 * tf.reduce_mean(squares / tf.maximum(count, 1.0)))
+        own = tf.cast(played(self.keys.value, users, items, self.num_items), tf.float32)
+        vector = total[:, None, :] - own[..., None] * tf.gather(table, items)   # (n, c, d)
+        return vector / tf.sqrt(tf.maximum(count[:, None] - own, 1.0))[..., None]
+
+    def compute_output_shape(self, users_shape, items_shape):
+        return tuple(items_shape) + (self.dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_users": self.num_users,
+                "num_items": self.num_items, "dim": self.dim, "num_keys": self.num_keys,
+                "l2": self.l2}
+
+
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
 class PairDense(layers.Layer):
     """The notebook's `Dense(units, relu)` over concat(user vector, item vector), for one user
@@ -165,9 +237,11 @@ class PairDense(layers.Layer):
 
     def call(self, inputs):
         user_vector, item_vector = inputs
-        user_half = ops.matmul(user_vector, self.kernel[:self.user_dim])         # (n, units)
+        user_half = ops.matmul(user_vector, self.kernel[:self.user_dim])   # (n, units) or
+        if len(user_vector.shape) == 2:                                     # (n, c, units)
+            user_half = ops.expand_dims(user_half, 1)
         item_half = ops.matmul(item_vector, self.kernel[self.user_dim:])         # (n, c, units)
-        return self.activation(ops.expand_dims(user_half, 1) + item_half + self.bias)
+        return self.activation(user_half + item_half + self.bias)
 
     def compute_output_shape(self, input_shapes):
         return tuple(input_shapes[1][:-1]) + (self.units,)
@@ -177,10 +251,23 @@ class PairDense(layers.Layer):
                 "activation": keras.activations.serialize(self.activation)}
 
 
+def _user_vector(user, item, num_users, num_items, embedding_dim, l2, prefix, history,
+                 initializer="normal"):
+    """A user's row (n, d), or with `history` (keys, starts) their played artists (n, c, d)."""
+    if history is None:
+        return _embedding(num_users, embedding_dim, f"{prefix}user_embedding", l2,
+                          initializer)(user)
+    table = UserHistory(num_users, num_items, embedding_dim, len(history[0]), l2,
+                        name=f"{prefix}user_history")
+    vector = table(user, item)
+    table.set_history(*history)
+    return vector
+
+
 def _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2, dropout,
-               prefix="", initializer="normal"):
-    user_vector = _embedding(num_users, embedding_dim, f"{prefix}user_embedding", l2,
-                             initializer)(user)                                   # (n, d)
+               prefix="", initializer="normal", history=None):
+    user_vector = _user_vector(user, item, num_users, num_items, embedding_dim, l2, prefix,
+                               history, initializer)                      # (n, d) or (n, c, d)
     item_vector = _embedding(num_items, embedding_dim, f"{prefix}item_embedding", l2,
                              initializer)(item)                                   # (n, c, d)
     hidden = None
@@ -193,19 +280,26 @@ def _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2
     return hidden
 
 
-def _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix=""):
-    user_vector = _embedding(num_users, embedding_dim, f"{prefix}user_embedding", l2)(user)
+def _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix="", history=None):
+    user_vector = _user_vector(user, item, num_users, num_items, embedding_dim, l2, prefix,
+                               history)
     item_vector = _embedding(num_items, embedding_dim, f"{prefix}item_embedding", l2)(item)
-    user_vector = layers.Reshape((1, embedding_dim), name=f"{prefix}user_row")(user_vector)
+    if history is None:
+        user_vector = layers.Reshape((1, embedding_dim), name=f"{prefix}user_row")(user_vector)
     return layers.Multiply(name=f"{prefix}product")([user_vector, item_vector])  # (n, c, d)
 
 
 def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8),
-                l2=0.0, dropout=0.0, learning_rate=1e-3, optimizer="lazy_adam"):
+                l2=0.0, dropout=0.0, learning_rate=1e-3, optimizer="lazy_adam", history=None):
     """-> compiled keras.Model named `name`. `mlp` with l2=0, dropout=0 is the notebook's model,
     with Keras' default (uniform) embedding initialiser as there; the others use the paper's
-    N(0, 0.01)."""
+    N(0, 0.01). `history` = (training users, artists): mlp, gmf and neumf then represent a user
+    by the artists they played (`UserHistory`) instead of a row of their own."""
     user = keras.Input(shape=(), name="user", dtype="int32")
+    if history is not None:
+        if name not in ("mlp", "gmf", "neumf"):
+            raise ValueError(f"--user_input=history is for mlp, gmf and neumf, not {name}")
+        history = history_keys(*history, num_users, num_items)
     if name == "bpr":
         item = keras.Input(shape=(), name="item", dtype="int32")
         return _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rate,
@@ -213,13 +307,14 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
     item = keras.Input(shape=(None,), name="item", dtype="int32")    # c artists per user
     if name == "mlp":
         top = _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units,
-                         l2, dropout, initializer="uniform")
+                         l2, dropout, initializer="uniform", history=history)
     elif name == "gmf":
-        top = _gmf_tower(user, item, num_users, num_items, embedding_dim, l2)
+        top = _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, history=history)
     elif name == "neumf":
-        gmf = _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix="gmf_")
+        gmf = _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix="gmf_",
+                         history=history)
         mlp = _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2,
-                         dropout, prefix="mlp_")
+                         dropout, prefix="mlp_", history=history)
         top = layers.Concatenate(name="fuse")([gmf, mlp])
     else:
         raise ValueError(f"--model={name!r} is unknown; choose one of {', '.join(MODEL_NAMES)}, "
@@ -265,7 +360,8 @@ def load(path):
     """A model saved by `model.save(path)`, loaded in Keras' safe mode (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True,
                                    custom_objects={"LazyAdam": LazyAdam, "PairDense": PairDense,
-                                                   "RowEmbedding": RowEmbedding})
+                                                   "RowEmbedding": RowEmbedding,
+                                                   "UserHistory": UserHistory})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,17 +375,41 @@ def _dense_stack(model, prefix, count):
     return [_weights(model, f"{prefix}hidden_{n}") for n in range(2, count + 1)]
 
 
+def _user_rows(model, prefix):
+    """-> (num_users, d) user vectors of a tower: its table, or with `UserHistory` each user's
+    artists summed over sqrt(count) (no artist left out), and the history's parts or None."""
+    names = {layer.name for layer in model.layers}
+    if f"{prefix}user_history" not in names:
+        return _weights(model, f"{prefix}user_embedding")[0], None
+    layer = model.get_layer(f"{prefix}user_history")
+    keys, starts = tf.constant(layer.keys.numpy()), tf.constant(layer.starts.numpy())
+    table = tf.constant(layer.embeddings.numpy())
+    totals, counts = [], []
+    for first in range(0, layer.num_users, 4096):
+        users = tf.range(first, min(first + 4096, layer.num_users), dtype=tf.int32)
+        total, count, _ = history_sums(keys, starts, table, users, layer.num_items)
+        totals.append(total.numpy())
+        counts.append(count.numpy())
+    total, count = np.concatenate(totals), np.concatenate(counts)
+    rows = total / np.sqrt(np.maximum(count, 1.0))[:, None]
+    return rows, {"keys": keys, "table": table, "total": tf.constant(total),
+                  "count": tf.constant(count), "num_items": layer.num_items}
+
+
 def make_scorer(model):
     """-> score(users (n,), items (n, c)) -> np.ndarray (n, c), the model's probabilities (or,
-    for BPR, its score). Exact up to float rounding: it is the model's own arithmetic, reordered."""
+    for BPR, its score). Exact up to float rounding: it is the model's own arithmetic, reordered.
+    With `UserHistory`, pairs whose artist the user played (never a candidate in evaluation)
+    are scored again with that artist left out of the user's sum, as the model does."""
     name = model.name
-    parts = {}
+    parts, history = {}, {}
     if name in ("mlp", "neumf"):
         prefix = "mlp_" if name == "neumf" else ""
-        user_table = _weights(model, f"{prefix}user_embedding")[0]
+        user_table, history["mlp"] = _user_rows(model, prefix)
         item_table = _weights(model, f"{prefix}item_embedding")[0]
         kernel, bias = _weights(model, f"{prefix}hidden_1")
         dim = user_table.shape[1]
+        parts["user_kernel"] = tf.constant(kernel[:dim])
         parts["user_half"] = tf.constant(user_table @ kernel[:dim])          # (num_users, h1)
         parts["item_half"] = tf.constant(item_table @ kernel[dim:] + bias)   # (num_items, h1)
         count = sum(1 for layer in model.layers if layer.name.startswith(f"{prefix}hidden_"))
@@ -297,7 +417,8 @@ def make_scorer(model):
                           for k, b in _dense_stack(model, prefix, count)]
     if name in ("gmf", "neumf"):
         prefix = "gmf_" if name == "neumf" else ""
-        parts["gmf_user"] = tf.constant(_weights(model, f"{prefix}user_embedding")[0])
+        user_table, history["gmf"] = _user_rows(model, prefix)
+        parts["gmf_user"] = tf.constant(user_table)
         parts["gmf_item"] = tf.constant(_weights(model, f"{prefix}item_embedding")[0])
     if name == "bpr":
         parts["gmf_user"] = tf.constant(_weights(model, "user_embedding")[0])
@@ -307,24 +428,46 @@ def make_scorer(model):
         kernel, bias = _weights(model, "prediction")
         parts["out_kernel"], parts["out_bias"] = tf.constant(kernel[:, 0]), tf.constant(bias[0])
     gmf_dim = int(parts["gmf_user"].shape[1]) if "gmf_user" in parts else 0
+    history = {tower: part for tower, part in history.items() if part is not None}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
-                                  tf.TensorSpec([None, None], tf.int32)])
-    def score(users, items):  # traced once (fixed signature)
+    def logits(mlp_half, gmf_vector, items):
+        """mlp_half (n, h1) and gmf_vector (n, d), the user's; items (n, c) -> (n, c)."""
         logit = tf.zeros(tf.shape(items), tf.float32)
         if "stack" in parts:
-            hidden = tf.nn.relu(tf.gather(parts["user_half"], users)[:, None, :]
-                                + tf.gather(parts["item_half"], items))    # (n, c, h1)
+            hidden = tf.nn.relu(mlp_half[:, None, :] + tf.gather(parts["item_half"], items))
             for kernel, bias in parts["stack"]:
                 hidden = tf.nn.relu(tf.tensordot(hidden, kernel, 1) + bias)
             logit += tf.tensordot(hidden, parts["out_kernel"][gmf_dim:], 1)
         if "gmf_user" in parts:
+            gmf_vector *= parts["out_kernel"][:gmf_dim]
+            logit += tf.einsum("nd,ncd->nc", gmf_vector, tf.gather(parts["gmf_item"], items))
+        return logit
+
+    def left_out(tower, users, items):
+        """The users' (m,) vectors without artist items (m,), which they played."""
+        part = history[tower]
+        vector = tf.gather(part["total"], users) - tf.gather(part["table"], items)
+        return vector / tf.sqrt(tf.maximum(tf.gather(part["count"], users) - 1.0, 1.0))[:, None]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([None, None], tf.int32)])
+    def score(users, items):  # traced once (fixed signature)
+        if "item_bias" in parts:
             user_vector = tf.gather(parts["gmf_user"], users)              # (n, d)
-            if "item_bias" in parts:
-                return (tf.einsum("nd,ncd->nc", user_vector, tf.gather(parts["gmf_item"], items))
-                        + tf.gather(parts["item_bias"], items))
-            user_vector *= parts["out_kernel"][:gmf_dim]
-            logit += tf.einsum("nd,ncd->nc", user_vector, tf.gather(parts["gmf_item"], items))
+            return (tf.einsum("nd,ncd->nc", user_vector, tf.gather(parts["gmf_item"], items))
+                    + tf.gather(parts["item_bias"], items))
+        logit = logits(tf.gather(parts["user_half"], users) if "stack" in parts else None,
+                       tf.gather(parts["gmf_user"], users) if "gmf_user" in parts else None,
+                       items)
+        if history:
+            part = next(iter(history.values()))
+            where = tf.where(played(part["keys"], users, items, part["num_items"]))   # (m, 2)
+            pair_users, pair_items = tf.gather(users, where[:, 0]), tf.gather_nd(items, where)
+            mlp_half = (tf.matmul(left_out("mlp", pair_users, pair_items), parts["user_kernel"])
+                        if "mlp" in history else None)
+            gmf_vector = left_out("gmf", pair_users, pair_items) if "gmf" in history else None
+            logit = tf.tensor_scatter_nd_update(
+                logit, where, logits(mlp_half, gmf_vector, pair_items[:, None])[:, 0])
         return tf.sigmoid(logit + parts["out_bias"])
 
     return lambda users, items: score(tf.constant(users, tf.int32),

@@ -38,6 +38,8 @@ HIDDEN_UNITS = (32, 16, 8)  # MLP layer widths
 L2 = 0.0                # L2 penalty on the looked-up embedding rows, per sample
 DROPOUT = 0.0           # dropout after each hidden layer
 PRETRAIN = False        # neumf: start from trained gmf and mlp weights, as the paper
+USER_INPUT = "id"       # id: a user is a learned row (the paper's) | history: the sum of a
+                        # learned row per artist they played, the scored one left out (FISM)
 # ---- training --------------------------------------------------------------------------------
 NEG_RATIO = 4           # unplayed artists sampled per play, fresh every epoch
 ROWS = "play"           # play: a play and its NEG_RATIO negatives per training row (fast);
@@ -73,7 +75,7 @@ MODEL_DEFAULTS = {
     "pop": {},
 }
 CHOICES = {"DATASET": ("lastfm", "sample", "synthetic"), "OPTIMIZER": ("lazy_adam", "adam"),
-           "ROWS": ("play", "pair"),
+           "ROWS": ("play", "pair"), "USER_INPUT": ("id", "history"),
            "MODEL": ("mlp", "gmf", "neumf", "bpr", "pop")}
 SETTINGS = [name for name in dir() if name.isupper() and name not in ("MODEL_DEFAULTS", "CHOICES")]
 
@@ -277,16 +279,19 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
         name = model.name
         log(f"model: loaded {s['LOAD']} ({name}, {model.count_params():,} weights)")
     else:
+        history = ((split.train_users, split.train_items)
+                   if s["USER_INPUT"] == "history" and name != "bpr" else None)
         model = models.build_model(name, split.num_users, split.num_items, s["NUM_FACTOR"],
                                    s["HIDDEN_UNITS"], s["L2"], s["DROPOUT"], s["LEARNING_RATE"],
-                                   s["OPTIMIZER"])
+                                   s["OPTIMIZER"], history)
         if pretrained:
             models.load_pretrained(model, *pretrained)
         log(f"model: {name}, {model.count_params():,} weights")
     fingerprint = {k: s[k] for k in ("DATASET", "DATA_DIR", "SCALE", "SPLIT", "SEED", "NUM_FACTOR",
                                      "HIDDEN_UNITS", "L2", "DROPOUT", "NEG_RATIO", "ROWS",
                                      "BATCH_SIZE", "LEARNING_RATE", "OPTIMIZER", "VALIDATION",
-                                     "PRETRAIN", "NUM_EVAL_NEGATIVES", "LOAD", "COMPARE")}
+                                     "PRETRAIN", "USER_INPUT", "NUM_EVAL_NEGATIVES", "LOAD",
+                                     "COMPARE")}
     fingerprint["MODEL"] = name
     started = time.time()
     model, history, best_epoch = training.fit(
@@ -325,6 +330,8 @@ def load_model_for(path, split):
     except Exception as error:  # not a Keras file, or one made by other code
         raise data.DataError(f"--load={path}: not a model this script saved ({error})") from None
     sizes = {layer.name: layer.input_dim for layer in model.layers if hasattr(layer, "input_dim")}
+    sizes.update({layer.name: layer.num_users for layer in model.layers
+                  if isinstance(layer, models.UserHistory)})
     users = max(v for k, v in sizes.items() if "user" in k)
     items = max(v for k, v in sizes.items() if "item" in k)
     if (users, items) != (split.num_users, split.num_items):

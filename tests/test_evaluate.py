@@ -95,3 +95,50 @@ def test_neumf_pretrained_from_gmf_and_mlp_mixes_their_logits():
     expected = 0.5 * logit(models.make_scorer(towers["gmf"])(users, items)) + \
         0.5 * logit(models.make_scorer(towers["mlp"])(users, items))
     assert np.allclose(logit(models.make_scorer(neumf)(users, items)), expected, atol=1e-4)
+
+
+def _history_model(name, rng, num_users=30, num_items=40, plays=300):
+    users, items = rng.integers(0, num_users, plays), rng.integers(0, num_items, plays)
+    model = models.build_model(name, num_users, num_items, embedding_dim=8,
+                               hidden_units=(16, 8, 4), history=(users, items))
+    model.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype) if w.dtype.kind == "f"
+                       else w for w in model.get_weights()])
+    return model, users, items
+
+
+@pytest.mark.parametrize("name", ["mlp", "gmf", "neumf"])
+def test_history_scorer_equals_model_predict_also_for_played_artists(name):
+    rng = np.random.default_rng(2)
+    model, users, items = _history_model(name, rng)
+    candidates = rng.integers(0, 40, (30, 9))
+    candidates[users[:30], 0] = items[:30]          # some candidates the user played
+    played = np.isin(np.arange(30)[:, None] * 40 + candidates, users * 40 + items)
+    assert 0 < played.sum() < played.size
+    fast = models.make_scorer(model)(np.arange(30), candidates)
+    slow = models.predict_scorer(model)(np.arange(30), candidates)
+    assert np.allclose(fast, slow, atol=1e-5)
+
+
+def test_history_user_vector_is_the_fism_sum_without_the_scored_artist():
+    rng = np.random.default_rng(3)
+    model, users, items = _history_model("gmf", rng, num_users=4, num_items=6, plays=12)
+    layer = model.get_layer("user_history")
+    table = layer.embeddings.numpy()
+    candidates = np.tile(np.arange(6), (4, 1))
+    vectors = layer(np.arange(4, dtype=np.int32), candidates.astype(np.int32)).numpy()
+    for user in range(4):
+        mine = sorted(set(items[users == user]))
+        for artist in range(6):
+            rest = [j for j in mine if j != artist]
+            expected = table[rest].sum(0) / np.sqrt(max(len(rest), 1))
+            assert np.allclose(vectors[user, artist], expected, atol=1e-6)
+
+
+def test_history_model_saves_and_loads_with_its_plays(tmp_path):
+    rng = np.random.default_rng(4)
+    model, *_ = _history_model("neumf", rng)
+    candidates = rng.integers(0, 40, (30, 5))
+    before = models.make_scorer(model)(np.arange(30), candidates)
+    model.save(str(tmp_path / "m.keras"))
+    loaded = models.load(str(tmp_path / "m.keras"))
+    assert np.array_equal(models.make_scorer(loaded)(np.arange(30), candidates), before)
