@@ -69,7 +69,7 @@ MODEL_DEFAULTS = {
     "gmf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.0005,
             "NUM_EPOCH": 30, "VALIDATION": True},
     "neumf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.001,
-              "NUM_EPOCH": 30, "VALIDATION": True},
+              "NUM_EPOCH": 30, "VALIDATION": True, "USER_INPUT": "history"},
     "bpr": {"NUM_FACTOR": 128, "L2": 0.01, "LEARNING_RATE": 0.003, "NUM_EPOCH": 30,
             "VALIDATION": True},
     "pop": {},

@@ -243,3 +243,18 @@ def test_model_defaults_apply_per_model_unless_given():
     assert notebook["NUM_FACTOR"] == 32 and notebook["NEG_RATIO"] == 4 and notebook["L2"] == 0.5
     plain, _ = ncf_lastfm.parse_settings([], defaults)
     assert plain["NUM_EPOCH"] == 10 and plain["VALIDATION"] is False  # the notebook's run
+
+
+def test_history_neumf_round_trips_through_the_paper_format(planted_dir, tmp_path, capsys):
+    """Exported split, saved history model, read back and loaded: the same test metrics."""
+    common = ["--quiet", "--model=neumf", "--user_input=history", "--num_factor=16",
+              "--num_epoch=2"]
+    assert ncf_lastfm.main(common + [f"--data_dir={planted_dir}", f"--output_dir={tmp_path / 'a'}",
+                                     f"--export_split={tmp_path / 'split'}"]) == 0
+    assert ncf_lastfm.main(common + [f"--split={tmp_path / 'split'}", "--num_epoch=0",
+                                     f"--load={tmp_path / 'a' / 'neumf.keras'}",
+                                     f"--output_dir={tmp_path / 'b'}"]) == 0
+    first = json.load(open(tmp_path / "a" / "metrics.json"))
+    again = json.load(open(tmp_path / "b" / "metrics.json"))
+    assert first["settings"]["user_input"] == "history"
+    assert again["hit_ratio"] == first["hit_ratio"] and again["ndcg"] == first["ndcg"]
