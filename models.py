@@ -15,6 +15,9 @@ Speed: Keras 3's Adam updates every row of an Embedding table at every step, eve
      weight gets Keras' Adam unchanged. `--optimizer=adam` restores the notebook's dense Adam.
      The first Dense layer over concat(user, item) is W_u @ user + W_i @ item + b (`PairDense`):
      the scorer computes both halves once per user and once per item, not per pair.
+Users: a learned row per user (the paper's input), or with `history` (`--user_input=history`)
+     the artists they played (`UserHistory`, FISM): the scorer sums each user's rows once, and
+     re-scores only the (user, artist) pairs the user played, which leave that artist out.
 """
 import hashlib
 import os
