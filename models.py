@@ -185,10 +185,10 @@ class UserHistory(layers.Layer):
     as it was trained. L2: `l2` times the mean squared row over the user's artists, per sample:
     a user's history costs what one looked-up row costs under `_embedding`'s rule."""
 
-    def __init__(self, num_users, num_items, dim, num_keys, l2=0.0, dropout=0.0, **kwargs):
+    def __init__(self, num_users, num_items, dim, num_keys, l2=0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
-        self.num_keys, self.l2, self.dropout = num_keys, l2, dropout
+        self.num_keys, self.l2 = num_keys, l2
         self.embeddings = self.add_weight(
             shape=(num_items, dim), name="embeddings",
             initializer=keras.initializers.RandomNormal(stddev=0.01))
@@ -196,38 +196,19 @@ class UserHistory(layers.Layer):
                                     initializer="zeros", name="keys")
         self.starts = self.add_weight(shape=(num_users + 1,), dtype="int64", trainable=False,
                                       initializer="zeros", name="starts")
-        self.seed = keras.random.SeedGenerator(0) if dropout else None
 
     def set_history(self, keys, starts):
         self.keys.assign(keys)
         self.starts.assign(starts)
 
-    def call(self, users, items, training=None):
+    def call(self, users, items):
         users, items = tf.cast(users, tf.int32), tf.cast(items, tf.int32)
-        table, keys = self.embeddings.value, self.keys.value
-        begin, end = tf.gather(self.starts.value, users), tf.gather(self.starts.value, users + 1)
-        positions = tf.ragged.range(begin, end)             # the users' indices into keys
-        rows = tf.gather(table, tf.gather(keys, positions.flat_values) % self.num_items)
-        segments, n = tf.cast(positions.value_rowids(), tf.int32), tf.shape(users)[0]
-        keep = tf.ones(tf.shape(rows)[:1], tf.float32)
-        if training and self.dropout:                       # each sample forgets some artists
-            keep = tf.cast(keras.random.uniform(tf.shape(keep), seed=self.seed) >= self.dropout,
-                           tf.float32)
-        total = tf.math.unsorted_segment_sum(rows * keep[:, None], segments, n)      # (n, d)
-        count = tf.math.unsorted_segment_sum(keep, segments, n)                      # (n,)
+        table = self.embeddings.value
+        total, count, squares = history_sums(self.keys.value, self.starts.value, table, users,
+                                             self.num_items)
         if self.l2:
-            squares = tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(rows), -1) * keep,
-                                                   segments, n)
             self.add_loss(self.l2 * tf.reduce_mean(squares / tf.maximum(count, 1.0)))
-        # the scored artist, if the user played it and it was kept, leaves the sum
-        wanted = tf.cast(users, tf.int64)[:, None] * self.num_items + tf.cast(items, tf.int64)
-        index = tf.searchsorted(keys, tf.reshape(wanted, [-1]), out_type=tf.int64)
-        index = tf.reshape(tf.minimum(index, tf.size(keys, tf.int64) - 1), tf.shape(items))
-        found = tf.cast(tf.gather(keys, index) == wanted, tf.float32)             # (n, c)
-        flat = positions.row_starts()[:, None] + index - begin[:, None]   # its place in keep
-        keep = tf.concat([keep, [0.0]], 0)                   # a place for "not the user's"
-        flat = tf.clip_by_value(flat, 0, tf.size(keep, tf.int64) - 1)
-        own = found * tf.gather(keep, flat)
+        own = tf.cast(played(self.keys.value, users, items, self.num_items), tf.float32)
         vector = total[:, None, :] - own[..., None] * tf.gather(table, items)   # (n, c, d)
         return vector / tf.sqrt(tf.maximum(count[:, None] - own, 1.0))[..., None]
 
@@ -237,7 +218,7 @@ class UserHistory(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_users": self.num_users,
                 "num_items": self.num_items, "dim": self.dim, "num_keys": self.num_keys,
-                "l2": self.l2, "dropout": self.dropout}
+                "l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
@@ -275,16 +256,14 @@ class PairDense(layers.Layer):
 
 def _user_vector(user, item, num_users, num_items, embedding_dim, l2, prefix, history,
                  initializer="normal"):
-    """A user's row (n, d), or with `history` (keys, starts, dropout) their played artists
-    (n, c, d)."""
+    """A user's row (n, d), or with `history` (keys, starts) their played artists (n, c, d)."""
     if history is None:
         return _embedding(num_users, embedding_dim, f"{prefix}user_embedding", l2,
                           initializer)(user)
-    keys, starts, dropout = history
-    table = UserHistory(num_users, num_items, embedding_dim, len(keys), l2, dropout,
+    table = UserHistory(num_users, num_items, embedding_dim, len(history[0]), l2,
                         name=f"{prefix}user_history")
     vector = table(user, item)
-    table.set_history(keys, starts)
+    table.set_history(*history)
     return vector
 
 
@@ -314,18 +293,16 @@ def _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix="", h
 
 
 def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8),
-                l2=0.0, dropout=0.0, learning_rate=1e-3, optimizer="lazy_adam", history=None,
-                history_dropout=0.0):
+                l2=0.0, dropout=0.0, learning_rate=1e-3, optimizer="lazy_adam", history=None):
     """-> compiled keras.Model named `name`. `mlp` with l2=0, dropout=0 is the notebook's model,
     with Keras' default (uniform) embedding initialiser as there; the others use the paper's
     N(0, 0.01). `history` = (training users, artists): mlp, gmf and neumf then represent a user
-    by the artists they played (`UserHistory`) instead of a row of their own, each training
-    sample leaving out `history_dropout` of them at random."""
+    by the artists they played (`UserHistory`) instead of a row of their own."""
     user = keras.Input(shape=(), name="user", dtype="int32")
     if history is not None:
         if name not in ("mlp", "gmf", "neumf"):
             raise ValueError(f"--user_input=history is for mlp, gmf and neumf, not {name}")
-        history = (*history_keys(*history, num_users, num_items), history_dropout)
+        history = history_keys(*history, num_users, num_items)
     if name == "bpr":
         item = keras.Input(shape=(), name="item", dtype="int32")
         return _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rate,

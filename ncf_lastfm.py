@@ -40,7 +40,6 @@ DROPOUT = 0.0           # dropout after each hidden layer
 PRETRAIN = False        # neumf: start from trained gmf and mlp weights, as the paper
 USER_INPUT = "id"       # id: a user is a learned row (the paper's) | history: the sum of a
                         # learned row per artist they played, the scored one left out (FISM)
-HISTORY_DROPOUT = 0.0   # history: the share of a user's artists each training sample leaves out
 # ---- training --------------------------------------------------------------------------------
 NEG_RATIO = 4           # unplayed artists sampled per play, fresh every epoch
 ROWS = "play"           # play: a play and its NEG_RATIO negatives per training row (fast);
@@ -134,7 +133,6 @@ def check_settings(s):
         ("LEARNING_RATE", s["LEARNING_RATE"] > 0, "a number above 0"),
         ("L2", s["L2"] >= 0, "a number of 0 or more"),
         ("DROPOUT", 0 <= s["DROPOUT"] < 1, "a number in [0, 1)"),
-        ("HISTORY_DROPOUT", 0 <= s["HISTORY_DROPOUT"] < 1, "a number in [0, 1)"),
         ("PATIENCE", s["PATIENCE"] >= 1, "an integer of 1 or more"),
         ("NUM_EVAL_NEGATIVES", s["NUM_EVAL_NEGATIVES"] >= 1, "an integer of 1 or more"),
         ("TOP_K", 1 <= s["TOP_K"] <= s["NUM_EVAL_NEGATIVES"],
@@ -285,15 +283,14 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
                    if s["USER_INPUT"] == "history" and name != "bpr" else None)
         model = models.build_model(name, split.num_users, split.num_items, s["NUM_FACTOR"],
                                    s["HIDDEN_UNITS"], s["L2"], s["DROPOUT"], s["LEARNING_RATE"],
-                                   s["OPTIMIZER"], history, s["HISTORY_DROPOUT"])
+                                   s["OPTIMIZER"], history)
         if pretrained:
             models.load_pretrained(model, *pretrained)
         log(f"model: {name}, {model.count_params():,} weights")
     fingerprint = {k: s[k] for k in ("DATASET", "DATA_DIR", "SCALE", "SPLIT", "SEED", "NUM_FACTOR",
                                      "HIDDEN_UNITS", "L2", "DROPOUT", "NEG_RATIO", "ROWS",
                                      "BATCH_SIZE", "LEARNING_RATE", "OPTIMIZER", "VALIDATION",
-                                     "PRETRAIN", "USER_INPUT", "HISTORY_DROPOUT",
-                                     "NUM_EVAL_NEGATIVES", "LOAD",
+                                     "PRETRAIN", "USER_INPUT", "NUM_EVAL_NEGATIVES", "LOAD",
                                      "COMPARE")}
     fingerprint["MODEL"] = name
     started = time.time()

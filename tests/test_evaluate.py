@@ -142,36 +142,3 @@ def test_history_model_saves_and_loads_with_its_plays(tmp_path):
     model.save(str(tmp_path / "m.keras"))
     loaded = models.load(str(tmp_path / "m.keras"))
     assert np.array_equal(models.make_scorer(loaded)(np.arange(30), candidates), before)
-
-
-def test_history_dropout_sums_a_subset_without_the_scored_artist_and_only_in_training():
-    import itertools
-    rng = np.random.default_rng(5)
-    users, items = rng.integers(0, 4, 14), rng.integers(0, 6, 14)
-    model = models.build_model("gmf", 4, 6, embedding_dim=3, history=(users, items),
-                               history_dropout=0.5)
-    layer = model.get_layer("user_history")
-    table = rng.normal(0, 1, (6, 3)).astype(np.float32)
-    layer.embeddings.assign(table)
-    candidates = np.tile(np.arange(6, dtype=np.int32), (4, 1))
-    user_ids = np.arange(4, dtype=np.int32)
-    plain = models.build_model("gmf", 4, 6, embedding_dim=3, history=(users, items))
-    plain.get_layer("user_history").embeddings.assign(table)
-    assert np.allclose(layer(user_ids, candidates, training=False).numpy(),
-                       plain.get_layer("user_history")(user_ids, candidates).numpy())
-    dropped = 0
-    for _ in range(5):
-        vectors = layer(user_ids, candidates, training=True).numpy()
-        for user in range(4):
-            mine = sorted(set(items[users == user]))
-            for artist in range(6):
-                rest = [j for j in mine if j != artist]
-                sums = {size: [table[list(subset)].sum(0) / np.sqrt(max(size, 1))
-                               for subset in itertools.combinations(rest, size)]
-                        for size in range(len(rest) + 1)}
-                matches = [size for size, options in sums.items()
-                           if any(np.allclose(vectors[user, artist], v, atol=1e-5)
-                                  for v in options)]
-                assert matches, (user, artist)
-                dropped += max(matches) < len(rest)
-    assert dropped > 0
