@@ -146,6 +146,9 @@ def check_settings(s):
     for key, ok, accepted in rules:
         if not ok:
             raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
+    if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
+        raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
+                           f"{s['MODEL']} has no such input (use --user_input=id)")
     if s["RECOMMEND_USER"]:
         parse_user_list(s["RECOMMEND_USER"])
 
