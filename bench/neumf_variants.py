@@ -28,7 +28,7 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   history_only  each user is only the artists they played (the FISM sum above, no row of their
                own): the product's `--user_input=history`. The sum's rows get L2 $BAG_L2 per
                looked-up row (default 0.001, like every table; the product's rule, the mean
-               over the user's ~49 artists, is about 2e-5)
+               over the user's ~47 training artists, is about 2e-5)
   embed_dropout  dropout on every embedding vector, user and artist, in both towers (an
                ensemble of thinned models inside one); rate 0.2, or $EMBED_DROPOUT
   average      the weights averaged over the last 3 epochs before scoring (Polyak / SWA)
