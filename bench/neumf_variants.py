@@ -208,7 +208,15 @@ def play_count_weights(split):
     weights = np.log1p(counts.reindex(wanted).fillna(1).values) ** PLAY_POWER
     means = np.bincount(split.train_users, weights, split.num_users) / np.maximum(
         np.bincount(split.train_users, minlength=split.num_users), 1)
-    return {"keys": wanted, "weights": (weights / means[split.train_users]).astype(np.float32)}
+    order = np.argsort(wanted)
+    return {"keys": wanted[order], "num_items": split.num_items,
+            "weights": (weights / means[split.train_users]).astype(np.float32)[order]}
+
+
+def weights_of_plays(table, users, items):
+    """The weights of plays (users, items) from play_count_weights' sorted table."""
+    keys = users.astype(np.int64) * table["num_items"] + items
+    return table["weights"][np.searchsorted(table["keys"], keys)]
 
 
 def popular_negatives(split, users, count, rng, power=0.75):
@@ -250,9 +258,7 @@ def train(split, variant, seed, log):
     rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))           # the default's rows a step
     best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
     play_weights = rare_play_weights(split) if variant == "rare_plays" else None
-    if variant == "play_counts":
-        table = play_count_weights(split)
-        order = np.argsort(table["keys"])
+    play_table = play_count_weights(split) if variant == "play_counts" else None
     for epoch in range(MAX_EPOCHS):
         inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
         if variant == "popneg":
@@ -262,10 +268,8 @@ def train(split, variant, seed, log):
         if variant == "rare_plays":
             labels = labels * play_weights[inputs["item"]]
         if variant == "play_counts":
-            keys = inputs["user"].astype(np.int64) * split.num_items + inputs["item"][:, 0]
             labels = labels.copy()
-            labels[:, 0] = table["weights"][order[np.searchsorted(table["keys"], keys,
-                                                                   sorter=order)]]
+            labels[:, 0] = weights_of_plays(play_table, inputs["user"], inputs["item"][:, 0])
         if variant == "decay":
             model.optimizer.learning_rate.assign(LEARNING_RATE * 0.85 ** epoch)
         model.fit(training.batched_dataset(inputs, labels, rows), epochs=1, verbose=0)
