@@ -109,16 +109,20 @@ def compare(model_ranks, classic_ranks, resamples, seed):
 def main(argv):
     settings = parse_args(argv)
     import models
+    from ncf_lastfm import load_model_for
     try:
         _, split = data.read_ncf_split(settings["split"], seed=0)
+        model = load_model_for(settings["load"], split)
     except data.DataError as error:
         raise SystemExit(str(error)) from None
-    for path in filter(None, (settings["load"], settings["weights"])):
-        if not os.path.isfile(path):
-            raise SystemExit(f"{path}: file not found")
-    model = models.load(settings["load"])
     if settings["weights"]:
-        model.load_weights(settings["weights"])
+        if not os.path.isfile(settings["weights"]):
+            raise SystemExit(f"--weights={settings['weights']}: file not found")
+        try:
+            model.load_weights(settings["weights"])
+        except Exception as error:  # missing, or another model's weights
+            raise SystemExit(f"--weights={settings['weights']}: not this model's weights "
+                             f"({str(error).strip().splitlines()[0]})") from None
     score = models.make_scorer(model)
     args = (split.test_users, split.test_items, split.test_negatives, TOP_K)
     model_result = evaluate.hit_ratio_at_k(score, *args)

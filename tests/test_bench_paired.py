@@ -50,3 +50,30 @@ def test_paired_difference_counts_each_side_and_brackets_the_mean():
     assert np.isclose(mean, (6 - 5) / 8) and low <= mean <= high and low < high
     same, = paired.compare(model, {"m": model}, resamples=100, seed=0)
     assert same["hr_diff"] == (0.0, 0.0, 0.0) and same["ndcg_diff"] == (0.0, 0.0, 0.0)
+
+
+def test_main_scores_a_saved_model_on_the_split_it_reads(tmp_path, capsys):
+    import data
+    import evaluate
+    import models
+    plays = data.frames_to_plays(*data.make_planted(60, 40, 900, seed=2))
+    split = data.leave_one_out(plays, 20, seed=1)
+    prefix = str(tmp_path / "split")
+    data.write_ncf_split(split, prefix)
+    model = models.build_model("gmf", split.num_users, split.num_items, 8)
+    path = str(tmp_path / "gmf.keras")
+    model.save(path)
+    paired.main([f"--split={prefix}", f"--load={path}", "--resamples=200"])
+    out = capsys.readouterr().out
+    expected = evaluate.hit_ratio_at_k(models.make_scorer(model), split.test_users,
+                                       split.test_items, split.test_negatives, 10)
+    assert f"HR@10 {expected['hit_ratio']:.4f}, NDCG@10 {expected['ndcg']:.4f}" in out
+    assert "| item kNN |" in out and "| EASE(l=500) |" in out
+
+
+def test_bad_paths_are_one_line_errors(tmp_path):
+    import pytest
+    with pytest.raises(SystemExit, match="file not found"):
+        paired.main([f"--split={tmp_path / 'none'}", "--load=x.keras"])
+    with pytest.raises(SystemExit, match="unknown option"):
+        paired.main(["--bogus=1"])
