@@ -67,7 +67,7 @@ QUIET = False           # no progress bars or per-epoch lines
 MODEL_DEFAULTS = {
     "mlp": {},   # the notebook's model keeps the notebook's settings
     "gmf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.0005,
-            "NUM_EPOCH": 30, "VALIDATION": True},
+            "NUM_EPOCH": 30, "VALIDATION": True, "USER_INPUT": "history"},
     "neumf": {"NUM_FACTOR": 128, "NEG_RATIO": 8, "L2": 0.001, "LEARNING_RATE": 0.001,
               "NUM_EPOCH": 30, "VALIDATION": True, "USER_INPUT": "history"},
     "bpr": {"NUM_FACTOR": 128, "L2": 0.01, "LEARNING_RATE": 0.003, "NUM_EPOCH": 30,
