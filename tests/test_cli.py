@@ -243,6 +243,9 @@ def test_model_defaults_apply_per_model_unless_given():
     assert settings["NUM_FACTOR"] == ncf_lastfm.MODEL_DEFAULTS["neumf"]["NUM_FACTOR"]
     notebook = ncf_lastfm.model_settings(settings, "mlp")
     assert notebook["NUM_FACTOR"] == 32 and notebook["NEG_RATIO"] == 4 and notebook["L2"] == 0.5
+    inputs = {name: ncf_lastfm.model_settings(settings, name)["USER_INPUT"]
+              for name in ("mlp", "gmf", "neumf", "bpr")}
+    assert inputs == {"mlp": "id", "gmf": "history", "neumf": "history", "bpr": "id"}
     plain, _ = ncf_lastfm.parse_settings([], defaults)
     assert plain["NUM_EPOCH"] == 10 and plain["VALIDATION"] is False  # the notebook's run
 
