@@ -3,7 +3,7 @@ more than the luck of which users were held out?
 
 Run from the repository root:
     python bench/paired.py --split=PREFIX --load=MODEL.keras [--weights=BEST.weights.h5]
-                           [--resamples=10000] [--ease=True]
+                           [--resamples=10000] [--ease=True] [--seed=0]
 
 PREFIX is a split in the NCF paper's format (`python ncf_lastfm.py --export_split=PREFIX`);
 MODEL.keras a model the project saved (`OUTPUT_DIR/neumf.keras`, or with --compare
@@ -13,7 +13,7 @@ validation epoch's weights). Item kNN and EASE(lambda=500) are computed here wit
 that tool's HR@10 and NDCG@10; ties count against the held-out artist, as there and in
 `evaluate.py`. For each classic method it prints the model's HR@10 and NDCG@10 minus the
 method's, with a 95% interval from a paired bootstrap (the same resampled users for both), and
-how many users only one of the two hits. EASE inverts a num_items x num_items matrix (about 2
+how many users only one of the two hits (`--seed` seeds the bootstrap draws). EASE inverts a num_items x num_items matrix (about 2
 minutes at lastfm-2k's 17,632 artists here); `--ease=False` skips it.
 """
 import os
@@ -39,7 +39,7 @@ def parse_args(argv):
         if key not in settings:
             raise SystemExit(f"unknown option {argument!r}; usage: python bench/paired.py "
                              "--split=PREFIX --load=MODEL.keras [--weights=FILE] "
-                             "[--resamples=10000] [--ease=True]")
+                             "[--resamples=10000] [--ease=True] [--seed=0]")
         kind = type(settings[key])
         settings[key] = value in ("True", "true", "1") if kind is bool else kind(value)
     if not settings["split"] or not settings["load"]:
