@@ -13,8 +13,9 @@ validation epoch's weights). Item kNN and EASE(lambda=500) are computed here wit
 that tool's HR@10 and NDCG@10; ties count against the held-out artist, as there and in
 `evaluate.py`. For each classic method it prints the model's HR@10 and NDCG@10 minus the
 method's, with a 95% interval from a paired bootstrap (the same resampled users for both), and
-how many users only one of the two hits (`--seed` seeds the bootstrap draws). EASE inverts a num_items x num_items matrix (about 2
-minutes at lastfm-2k's 17,632 artists here); `--ease=False` skips it.
+how many users only one of the two hits (`--seed` seeds the bootstrap draws). EASE inverts a
+num_items x num_items matrix (about 2 minutes at lastfm-2k's 17,632 artists here);
+`--ease=False` skips it.
 """
 import os
 import sys
