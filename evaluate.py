@@ -19,10 +19,15 @@ def ranks_against(positive_scores, negative_scores):
     return (negative_scores >= positive_scores[:, None]).sum(axis=1)
 
 
-def metrics_from_ranks(ranks, top_k):
+def hits_and_gains(ranks, top_k):
+    """Per user: (hit at K (bool), NDCG at K term) from the held-out artist's rank."""
     ranks = np.asarray(ranks)
     hits = ranks < top_k
-    ndcg = np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return hits, np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def metrics_from_ranks(ranks, top_k):
+    hits, ndcg = hits_and_gains(ranks, top_k)
     return {"hit_ratio": float(hits.mean()) if len(ranks) else 0.0,
             "ndcg": float(ndcg.mean()) if len(ranks) else 0.0,
             "num_users": int(len(ranks))}

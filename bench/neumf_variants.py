@@ -58,6 +58,7 @@ import time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -68,6 +69,7 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 import models  # noqa: E402
 import training  # noqa: E402
+from paired import item_knn, played_matrix  # noqa: E402
 
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
@@ -307,14 +309,10 @@ def run_variant(split, variant, seed, log):
 
 
 def item_knn_scores(split, users, items):
-    """Item kNN as peers_bench.py: score(u, i) = sum over u's artists j of cos(i, j), with
-    cos from binary user columns; computed as (X Xn^T) Xn, Xn = X / sqrt(listeners)."""
-    played = np.zeros((split.num_users, split.num_items), np.float32)
-    played[split.train_users, split.train_items] = 1
-    listeners = played.sum(0)
-    normed = played / (np.sqrt(listeners) + 1e-9)
-    scores = (played[users] @ normed.T) @ normed                          # (n, num_items)
-    return np.take_along_axis(scores, items, 1), listeners
+    """Item kNN as peers_bench.py (bench/paired.py's) on the training pairs -> (scores (n, c),
+    training listeners per artist)."""
+    played = played_matrix(split)
+    return item_knn(played)(users, items), played.sum(0)
 
 
 def by_popularity(split, seed, log):

@@ -49,10 +49,9 @@ def parse_args(argv):
 
 
 def played_matrix(split):
-    """(num_users, num_items) float32 of 1 for every training pair (validation pairs included)."""
+    """(num_users, num_items) float32 of 1 for every training pair of `split`."""
     played = np.zeros((split.num_users, split.num_items), np.float32)
     played[split.train_users, split.train_items] = 1
-    played[split.valid_users, split.valid_items] = 1
     return played
 
 
@@ -74,36 +73,28 @@ def ease(played, lam=EASE_LAMBDA):
                                                    items, 1)
 
 
-def hits_and_gains(ranks):
-    """Per user: 1 for a hit at TOP_K, and its NDCG term."""
-    hits = ranks < TOP_K
-    return hits.astype(np.float64), np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)
-
-
-def paired_interval(ours, theirs, resamples, rng):
-    """Mean of ours - theirs per user, and the 2.5% and 97.5% quantiles of that mean over
-    `resamples` bootstrap draws of the users (one draw serves both, so it is paired)."""
-    difference = ours - theirs
-    draws = rng.integers(0, len(difference), size=(resamples, len(difference)))
-    means = difference[draws].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
+def paired_interval(ours, theirs, draws):
+    """Mean of ours - theirs per user, and the 2.5% and 97.5% quantiles of that mean over the
+    bootstrap `draws` (resamples, users) of user indices (the same draws for both: paired)."""
+    difference = np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)
+    low, high = np.quantile(difference[draws].mean(axis=1), [0.025, 0.975])
     return float(difference.mean()), float(low), float(high)
 
 
 def compare(model_ranks, classic_ranks, resamples, seed):
     """-> rows: {method, HR, NDCG, HR diff + interval, NDCG diff + interval, only_model,
-    only_method} for every classic method against the model."""
-    ours_hits, ours_gains = hits_and_gains(model_ranks)
+    only_method} for every classic method against the model, all on the same draws of users."""
+    ours_hits, ours_gains = evaluate.hits_and_gains(model_ranks, TOP_K)
+    draws = np.random.default_rng(seed).integers(0, len(ours_hits),
+                                                 size=(resamples, len(ours_hits)))
     rows = []
     for method, ranks in classic_ranks.items():
-        rng = np.random.default_rng(seed)
-        hits, gains = hits_and_gains(ranks)
+        hits, gains = evaluate.hits_and_gains(ranks, TOP_K)
         rows.append({"method": method, "hit_ratio": hits.mean(), "ndcg": gains.mean(),
-                     "hr_diff": paired_interval(ours_hits, hits, resamples, rng),
-                     "ndcg_diff": paired_interval(ours_gains, gains, resamples,
-                                                  np.random.default_rng(seed)),
-                     "only_model": int(((ours_hits == 1) & (hits == 0)).sum()),
-                     "only_method": int(((ours_hits == 0) & (hits == 1)).sum())})
+                     "hr_diff": paired_interval(ours_hits, hits, draws),
+                     "ndcg_diff": paired_interval(ours_gains, gains, draws),
+                     "only_model": int((ours_hits & ~hits).sum()),
+                     "only_method": int((~ours_hits & hits).sum())})
     return rows
 
 
