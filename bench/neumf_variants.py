@@ -11,9 +11,10 @@ artists as the held-out ones (and the training rows without them), so that
 artists, with the same training rows, as the numbers below. No test artist is scored here.
 
 Every variant is NeuMF with the project's defaults (MODEL_DEFAULTS["neumf"]: 128 factors,
-8 fresh negatives per play, L2 0.001 on the looked-up rows, lazy Adam at 1e-3, rows of a play and
-its negatives, 1,024 samples a step), built here from plain Keras layers with a logit output
-(the same arithmetic as models.py's NeuMF, without its speed-ups), plus one change:
+8 fresh negatives per play, L2 0.001 on the looked-up rows (or $L2), lazy Adam at 1e-3 (or
+$LEARNING_RATE), rows of a play and its negatives, 1,024 samples a step), built here from
+plain Keras layers with a logit output (the same arithmetic as models.py's NeuMF, without its
+speed-ups), plus one change:
 
   default      nothing changed
   softmax      sampled softmax: -log of the play's softmax share among its own row of negatives,
@@ -41,6 +42,22 @@ its negatives, 1,024 samples a step), built here from plain Keras layers with a 
   play_counts  each play's term of the log loss weighted by log(1 + plays)^$PLAY_POWER (default
                1), the plays read from $PLAYS_CSV (default ../shared/data/lastfm-2k's
                lastfm_play.csv), scaled to a mean of 1 over each user's plays
+  nais         history_only with attention (NAIS, He et al. TKDE 2018): each played artist's
+               row weighted for the scored artist by exp(h . relu(W (p_i * q_j) + b)), over
+               (sum of those weights)^0.5, in both towers (each its own attention, $ATTENTION
+               units, default 16); h starts at 0, so training starts from history_only
+  softmax_mix  history_only trained with a sampled softmax over the play and $SOFTMAX_NEGATIVES
+               (default 64) unplayed artists, half drawn uniformly and half in proportion to
+               training listeners, each logit less log q (q = 0.5 / artists + 0.5 * listeners /
+               plays, the mixture's share: the sampled softmax's correction towards a softmax
+               over the whole catalogue)
+  shared_bag   history_only whose scored artist's row is that artist's history row (FISM with
+               one table per tower, not two): score(u, j) then depends on p_i . p_j over the
+               user's artists i, a symmetric artist-artist similarity as item kNN's cosine
+  dns          history_only with dynamic negative sampling (Zhang et al. SIGIR 2013): $DNS_SHARE
+               (default 0.5) of each play's 8 negatives is the one the model scores highest
+               among $DNS_POOL (default 4) unplayed artists drawn uniformly, scored at the
+               start of each epoch; the rest are uniform as before
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged
 
@@ -73,8 +90,12 @@ from paired import item_knn, played_matrix  # noqa: E402
 
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
-            "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble")
-FACTORS, NEG_RATIO, L2, LEARNING_RATE, BATCH_SIZE = 128, 8, 0.001, 1e-3, 1024
+            "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
+            "softmax_mix", "shared_bag", "dns")
+HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns")   # no user row
+FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
+L2 = float(os.environ.get("L2", "0.001"))
+LEARNING_RATE = float(os.environ.get("LEARNING_RATE", "1e-3"))
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
 EMBED_DROPOUT = float(os.environ.get("EMBED_DROPOUT", "0.2"))
 ENSEMBLE = int(os.environ.get("ENSEMBLE", "3"))
@@ -82,21 +103,36 @@ PLAYS_CSV = os.environ.get("PLAYS_CSV", os.path.join(ROOT, "..", "shared", "data
                                                       "lastfm_play.csv"))
 PLAY_POWER = float(os.environ.get("PLAY_POWER", "1"))
 BAG_L2 = float(os.environ.get("BAG_L2", str(L2)))
+ATTENTION = int(os.environ.get("ATTENTION", "16"))
+SOFTMAX_NEGATIVES = int(os.environ.get("SOFTMAX_NEGATIVES", "64"))
+DNS_POOL = int(os.environ.get("DNS_POOL", "4"))
+DNS_SHARE = float(os.environ.get("DNS_SHARE", "0.5"))
 
 
 class UserVector(layers.Layer):
     """(user (n,), items (n, c)) -> (n, c, d): the user's own row, plus, with `history`, the
     FISM sum over their training artists other than the scored one, over sqrt(count)."""
 
-    def __init__(self, num_users, num_items, dim, history=None, own_row=True, **kwargs):
+    def __init__(self, num_users, num_items, dim, history=None, own_row=True, attention=0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_items, self.history, self.own_row = num_items, history, own_row
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.rows = self.add_weight(shape=(num_users, dim), initializer=init, name="rows")
         if history is not None:
             self.bag = self.add_weight(shape=(num_items + 1, dim), initializer=init, name="bag")
+        self.attention = attention
+        if attention:
+            self.attention_kernel = self.add_weight(shape=(dim, attention), name="att_kernel",
+                                                    initializer="glorot_uniform")
+            self.attention_bias = self.add_weight(shape=(attention,), initializer="zeros",
+                                                  name="att_bias")
+            self.attention_out = self.add_weight(shape=(attention,), initializer="zeros",
+                                                 name="att_out")
 
-    def call(self, user, items):
+    def call(self, user, items, item_vectors=None):
+        if self.attention:
+            return self._attended(user, items, item_vectors)
         vector = tf.gather(self.rows.value, user)                              # (n, d)
         if not self.own_row:
             vector = tf.zeros_like(vector)
@@ -117,6 +153,43 @@ class UserVector(layers.Layer):
         self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
         return vector
 
+    def _attended(self, user, items, item_vectors):
+        """NAIS: sum_i a_ij p_i over the played artists i other than j, a_ij =
+        exp(f(p_i * q_j)) / (sum_i exp(f(p_i * q_j)))^0.5."""
+        played = tf.gather(self.history, user)                                 # (n, L)
+        bag = tf.gather(self.bag.value, played)                                # (n, L, d)
+        keep = tf.cast((played[:, None, :] < self.num_items)
+                       & (played[:, None, :] != items[:, :, None]), tf.float32)  # (n, c, L)
+        product = bag[:, None, :, :] * item_vectors[:, :, None, :]            # (n, c, L, d)
+        hidden = tf.nn.relu(tf.tensordot(product, self.attention_kernel.value, 1)
+                            + self.attention_bias.value)
+        logit = tf.tensordot(hidden, self.attention_out.value, 1)             # (n, c, L)
+        top = tf.reduce_max(tf.where(keep > 0, logit, -np.inf), -1, keepdims=True)
+        top = tf.stop_gradient(tf.where(tf.math.is_finite(top), top, 0.0))
+        weight = tf.where(keep > 0, tf.exp(tf.minimum(logit - top, 0.0)), 0.0)   # no overflow
+        # exp(l) / sqrt(sum exp(l)) = exp(l - top) / sqrt(sum exp(l - top)) * exp(top / 2)
+        weight *= tf.exp(top / 2) / tf.sqrt(
+            tf.maximum(tf.reduce_sum(weight, -1, keepdims=True), 1e-12))
+        real = tf.cast(played < self.num_items, tf.float32)
+        penalty = BAG_L2 / L2 * tf.reduce_sum(tf.square(bag) * real[..., None])
+        self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
+        return tf.einsum("ncl,nld->ncd", weight, bag)
+
+
+class BagRows(layers.Layer):
+    """items (n, c) -> (n, c, d): the rows of a UserVector's history table, L2 per looked-up
+    row as models._embedding's."""
+
+    def __init__(self, owner, **kwargs):
+        super().__init__(**kwargs)
+        self.owner = owner
+
+    def call(self, items):
+        rows = tf.gather(self.owner.bag.value, items)
+        batch = tf.cast(tf.shape(items)[0], tf.float32)
+        self.add_loss(L2 * tf.reduce_sum(tf.square(rows)) / batch)
+        return rows
+
 
 def history_matrix(split):
     """(num_users, most artists) training artists per user, padded with num_items."""
@@ -131,9 +204,10 @@ def history_matrix(split):
 
 def build(split, variant):
     """NeuMF (GMF and MLP towers, separate embeddings) -> logits (n, c)."""
-    history = (tf.constant(history_matrix(split)) if variant in ("history", "history_only")
-               else None)
-    own_row = variant != "history_only"
+    history = (tf.constant(history_matrix(split))
+               if variant == "history" or variant in HISTORY_ONLY else None)
+    own_row = variant not in HISTORY_ONLY
+    attention = ATTENTION if variant == "nais" else 0
     user = keras.Input(shape=(), name="user", dtype="int32")
     item = keras.Input(shape=(None,), name="item", dtype="int32")
 
@@ -141,11 +215,15 @@ def build(split, variant):
         return models._embedding(split.num_items, FACTORS, name, L2)(item)    # (n, c, d)
 
     gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
-                          name="gmf_user")
+                          attention, name="gmf_user")
     mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
-                          name="mlp_user")
-    vectors = [gmf_user(user, item), item_rows("gmf_item"), mlp_user(user, item),
-               item_rows("mlp_item")]
+                          attention, name="mlp_user")
+    if variant == "shared_bag":
+        gmf_item, mlp_item = BagRows(gmf_user)(item), BagRows(mlp_user)(item)
+    else:
+        gmf_item, mlp_item = item_rows("gmf_item"), item_rows("mlp_item")
+    vectors = [gmf_user(user, item, gmf_item), gmf_item, mlp_user(user, item, mlp_item),
+               mlp_item]
     if variant == "embed_dropout":
         vectors = [layers.Dropout(EMBED_DROPOUT)(vector) for vector in vectors]
     gmf = layers.Multiply()(vectors[:2])
@@ -185,6 +263,8 @@ LOSSES = {
     "play_counts": _weighted_plays,
     "neg32": lambda labels, logits: _bce(labels, logits, 0.25),
     "softmax": lambda labels, logits: -tf.reduce_sum(labels * tf.nn.log_softmax(logits), -1),
+    # labels: log q of each artist; the play is column 0
+    "softmax_mix": lambda labels, logits: -tf.nn.log_softmax(logits - labels)[..., 0],
 }
 
 
@@ -239,11 +319,41 @@ def popular_negatives(split, users, count, rng, power=0.75):
     return drawn.reshape(len(users), count).astype(np.int32)
 
 
+def mixed_softmax_rows(split, seed, epoch):
+    """Rows of a play, SOFTMAX_NEGATIVES / 2 uniform and as many popular unplayed artists;
+    labels log q per artist (see softmax_mix)."""
+    half = SOFTMAX_NEGATIVES // 2
+    inputs, _ = training.epoch_data("neumf", split, half, seed, epoch)
+    popular = popular_negatives(split, inputs["user"], half,
+                                np.random.default_rng([seed, 4, epoch]), power=1.0)
+    inputs["item"] = np.concatenate([inputs["item"], popular], 1)
+    listeners = artist_listeners(split)
+    log_q = np.log(0.5 / split.num_items + 0.5 * listeners / listeners.sum()).astype(np.float32)
+    return inputs, log_q[inputs["item"]]
+
+
+def hard_negative_rows(split, score, seed, epoch):
+    """Rows of a play and NEG_RATIO negatives: the first round(DNS_SHARE * NEG_RATIO) each the
+    highest-scored of DNS_POOL uniform unplayed draws (`score(users, items)`), the rest
+    uniform; labels as epoch_data's."""
+    hard = int(round(DNS_SHARE * NEG_RATIO))
+    inputs, labels = training.epoch_data("neumf", split, NEG_RATIO, seed, epoch)
+    users = inputs["user"]
+    pool = split.sampler.sample(np.repeat(users, hard * DNS_POOL),
+                                np.random.default_rng([seed, 5, epoch]))
+    pool = pool.reshape(len(users), hard * DNS_POOL).astype(np.int32)
+    scores = score(users, pool).reshape(len(users), hard, DNS_POOL)
+    chosen = np.take_along_axis(pool.reshape(len(users), hard, DNS_POOL),
+                                scores.argmax(-1)[..., None], -1)[..., 0]
+    inputs["item"][:, 1:1 + hard] = chosen
+    return inputs, labels
+
+
 def scorer(model):
     call = tf.function(lambda users, items: model({"user": users, "item": items}))
     return lambda users, items: np.concatenate([
-        call(tf.constant(users[k:k + 512], tf.int32), tf.constant(items[k:k + 512], tf.int32))
-        .numpy() for k in range(0, len(users), 512)])
+        call(tf.constant(users[k:k + 256], tf.int32), tf.constant(items[k:k + 256], tf.int32))
+        .numpy() for k in range(0, len(users), 256)])
 
 
 def validation_metrics(score, split):
@@ -267,6 +377,10 @@ def train(split, variant, seed, log):
             inputs["item"][:, 1 + NEG_RATIO // 2:] = popular_negatives(
                 split, inputs["user"], NEG_RATIO - NEG_RATIO // 2,
                 np.random.default_rng([seed, 3, epoch]))
+        if variant == "softmax_mix":
+            inputs, labels = mixed_softmax_rows(split, seed, epoch)
+        if variant == "dns":
+            inputs, labels = hard_negative_rows(split, scorer(model), seed, epoch)
         if variant == "rare_plays":
             labels = labels * play_weights[inputs["item"]]
         if variant == "play_counts":

@@ -86,3 +86,56 @@ def test_play_count_weights_follow_each_play_and_average_one_per_user(tmp_path, 
     for user in np.unique(split.train_users)[:10]:
         mine = split.train_users == user
         assert np.allclose(looked_up[mine], raw[mine] / raw[mine].mean(), atol=1e-5)
+
+
+def test_nais_starts_as_the_history_sum_and_its_weights_follow_the_scored_artist():
+    history = tf.constant([[0, 1, 2, 5]])                  # 5: pad
+    layer = neumf_variants.UserVector(1, 5, 4, history, own_row=False, attention=3)
+    bag = layer.bag.numpy()
+    items = tf.constant([[1, 4]])
+    item_vectors = tf.constant(np.random.default_rng(0).normal(size=(1, 2, 4)), tf.float32)
+    vectors = layer(tf.constant([0]), items, item_vectors).numpy()
+    assert np.allclose(vectors[0, 0], (bag[0] + bag[2]) / np.sqrt(2), atol=1e-6)   # h = 0
+    assert np.allclose(vectors[0, 1], (bag[0] + bag[1] + bag[2]) / np.sqrt(3), atol=1e-6)
+    layer.attention_out.assign([1.0, -2.0, 0.5])
+    kernel, bias = layer.attention_kernel.numpy(), layer.attention_bias.numpy()
+    vectors = layer(tf.constant([0]), items, item_vectors).numpy()
+    for column, kept in ((0, [0, 2]), (1, [0, 1, 2])):
+        product = bag[kept] * item_vectors.numpy()[0, column]
+        weight = np.exp(np.maximum(product @ kernel + bias, 0) @ [1.0, -2.0, 0.5])
+        expected = (weight[:, None] * bag[kept]).sum(0) / np.sqrt(weight.sum())
+        assert np.allclose(vectors[0, column], expected, atol=1e-5)
+
+
+def test_nais_user_with_no_other_artist_gets_a_zero_vector_not_nan():
+    layer = neumf_variants.UserVector(1, 5, 4, tf.constant([[3, 5]]), own_row=False,
+                                      attention=2)
+    vectors = layer(tf.constant([0]), tf.constant([[3]]), tf.ones((1, 1, 4))).numpy()
+    assert np.array_equal(vectors, np.zeros((1, 1, 4), np.float32))
+
+
+def test_mixed_softmax_rows_are_a_play_then_unplayed_artists_labelled_log_q():
+    plays = data.frames_to_plays(*data.make_planted(100, 200, 4_000, seed=8))
+    split = data.leave_one_out(plays, 20, seed=4, validation=True)
+    inputs, log_q = neumf_variants.mixed_softmax_rows(split, seed=0, epoch=0)
+    items, users = inputs["item"], inputs["user"]
+    assert items.shape == (len(users), 1 + neumf_variants.SOFTMAX_NEGATIVES)
+    assert split.sampler.is_played(users, items[:, 0]).all()
+    negatives = items[:, 1:]
+    assert not split.sampler.is_played(np.repeat(users, negatives.shape[1]),
+                                       negatives.ravel()).any()
+    listeners = np.bincount(split.train_items, minlength=split.num_items)
+    share = 0.5 / split.num_items + 0.5 * listeners / listeners.sum()
+    assert np.allclose(np.exp(log_q), share[items], rtol=1e-5)
+    loss = neumf_variants.LOSSES["softmax_mix"](tf.constant(log_q[:2]),
+                                                tf.zeros(log_q[:2].shape))
+    corrected = -log_q[:2]
+    expected = -(corrected[:, 0] - np.log(np.exp(corrected).sum(1)))
+    assert np.allclose(loss.numpy(), expected, atol=1e-4)
+
+
+def test_shared_bag_scores_with_the_history_table():
+    history = tf.constant([[0, 1, 2]])
+    owner = neumf_variants.UserVector(1, 5, 4, history, own_row=False)
+    rows = neumf_variants.BagRows(owner)(tf.constant([[2, 4]])).numpy()
+    assert np.array_equal(rows[0], owner.bag.numpy()[[2, 4]])
