@@ -58,6 +58,7 @@ speed-ups), plus one change:
                (default 0.5) of each play's 8 negatives is the one the model scores highest
                among $DNS_POOL (default 4) unplayed artists drawn uniformly, scored at the
                start of each epoch; the rest are uniform as before
+  history_bias  history_only plus item_bias's learned bias per artist (FISM has one)
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged
 
@@ -91,8 +92,9 @@ from paired import item_knn, played_matrix  # noqa: E402
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
-            "softmax_mix", "shared_bag", "dns")
-HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns")   # no user row
+            "softmax_mix", "shared_bag", "dns", "history_bias")
+HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
+                "history_bias")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
 L2 = float(os.environ.get("L2", "0.001"))
 LEARNING_RATE = float(os.environ.get("LEARNING_RATE", "1e-3"))
@@ -232,7 +234,7 @@ def build(split, variant):
         hidden = layers.Dense(units, activation="relu")(hidden)
     logit = layers.Dense(1)(layers.Concatenate()([gmf, hidden]))
     logit = layers.Reshape((-1,))(logit)
-    if variant == "item_bias":
+    if variant in ("item_bias", "history_bias"):
         bias = models.RowEmbedding(split.num_items, 1, embeddings_initializer="zeros")(item)
         logit = layers.Add()([logit, layers.Reshape((-1,))(bias)])
     model = keras.Model([user, item], logit)
