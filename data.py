@@ -32,6 +32,12 @@ COLUMNS = {
 CACHE_VERSION = 1
 
 
+def error_reason(error, line=0):
+    """One line of an exception's message for a one-line error (the first by default, -1 for
+    the last), or its type's name when the message is empty."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[line]
+
+
 class DataError(ValueError):
     """Bad input data or an unreachable source: the message is meant for the user as it is."""
 
@@ -72,9 +78,9 @@ def download_csvs(root_url, cache_dir=None, explicit_url=False):
                                cache_subdir="lastfm", force_download=True)
             os.replace(partial, path)
         except Exception as error:  # get_file removes its partial file
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DataError(f"could not download {url} ({reason}); use --data_dir=DIR with the "
-                            "three CSV files, or --dataset=sample to run offline") from None
+            raise DataError(f"could not download {url} ({error_reason(error)}); use "
+                            "--data_dir=DIR with the three CSV files, or --dataset=sample to "
+                            "run offline") from None
     return folder
 
 
@@ -195,8 +201,7 @@ def _read_csv(path, name):
         raise DataError(f"{path}: the file is empty; expected a header "
                         f"{','.join(COLUMNS[name])} and rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        reason = str(error).strip().splitlines()[-1]
-        raise DataError(f"{path}: not a readable CSV file ({reason})") from None
+        raise DataError(f"{path}: not a readable CSV file ({error_reason(error, -1)})") from None
     frame.attrs["path"] = path
     return frame
 

@@ -32,6 +32,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+import data  # noqa: E402
+
 tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
 
 MODEL_NAMES = ("mlp", "gmf", "neumf", "bpr")
@@ -54,8 +56,8 @@ def fused_kernel():
         try:
             _kernel = tf.load_op_library(_build_kernel())
         except Exception as error:  # no compiler, no writable cache, another TensorFlow build
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-            print(f"note: the fused LazyAdam kernel is not available ({reason}); using "
+            print(f"note: the fused LazyAdam kernel is not available "
+                  f"({data.error_reason(error, -1)}); using "
                   "TensorFlow ops (same arithmetic, slower)", file=sys.stderr)
     return _kernel or None
 

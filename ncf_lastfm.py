@@ -331,8 +331,8 @@ def load_model_for(path, split):
     try:
         model = models.load(path)
     except Exception as error:  # not a Keras file, or one made by other code
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise data.DataError(f"--load={path}: not a model this script saved ({reason})") from None
+        raise data.DataError(f"--load={path}: not a model this script saved "
+                             f"({data.error_reason(error)[:200]})") from None
     sizes = {layer.name: layer.input_dim for layer in model.layers if hasattr(layer, "input_dim")}
     sizes.update({layer.name: layer.num_users for layer in model.layers
                   if isinstance(layer, models.UserHistory)})

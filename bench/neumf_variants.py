@@ -142,9 +142,7 @@ class UserVector(layers.Layer):
         vector = tf.broadcast_to(vector[:, None, :],
                                  tf.concat([tf.shape(items), tf.shape(vector)[-1:]], 0))
         if self.history is not None:
-            played = tf.gather(self.history, user)                             # (n, L), pad = I
-            real = tf.cast(played < self.num_items, tf.float32)
-            bag = tf.gather(self.bag.value, played) * real[..., None]          # (n, L, d)
+            played, real, bag = self._played_rows(user)
             penalty += BAG_L2 / L2 * tf.reduce_sum(tf.square(bag))
             scored = tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1),
                              tf.float32)                                       # (n, c)
@@ -155,13 +153,19 @@ class UserVector(layers.Layer):
         self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
         return vector
 
+    def _played_rows(self, user):
+        """-> the users' training artists (n, L) (pad = num_items), 1 for a real one (n, L),
+        and their history rows, zero for the pad (n, L, d)."""
+        played = tf.gather(self.history, user)
+        real = tf.cast(played < self.num_items, tf.float32)
+        return played, real, tf.gather(self.bag.value, played) * real[..., None]
+
     def _attended(self, user, items, item_vectors):
         """NAIS: sum_i a_ij p_i over the played artists i other than j, a_ij =
         exp(f(p_i * q_j)) / (sum_i exp(f(p_i * q_j)))^0.5."""
-        played = tf.gather(self.history, user)                                 # (n, L)
-        bag = tf.gather(self.bag.value, played)                                # (n, L, d)
-        keep = tf.cast((played[:, None, :] < self.num_items)
-                       & (played[:, None, :] != items[:, :, None]), tf.float32)  # (n, c, L)
+        played, real, bag = self._played_rows(user)
+        keep = real[:, None, :] * tf.cast(played[:, None, :] != items[:, :, None],
+                                          tf.float32)                          # (n, c, L)
         product = bag[:, None, :, :] * item_vectors[:, :, None, :]            # (n, c, L, d)
         hidden = tf.nn.relu(tf.tensordot(product, self.attention_kernel.value, 1)
                             + self.attention_bias.value)
@@ -172,8 +176,7 @@ class UserVector(layers.Layer):
         # exp(l) / sqrt(sum exp(l)) = exp(l - top) / sqrt(sum exp(l - top)) * exp(top / 2)
         weight *= tf.exp(top / 2) / tf.sqrt(
             tf.maximum(tf.reduce_sum(weight, -1, keepdims=True), 1e-12))
-        real = tf.cast(played < self.num_items, tf.float32)
-        penalty = BAG_L2 / L2 * tf.reduce_sum(tf.square(bag) * real[..., None])
+        penalty = BAG_L2 / L2 * tf.reduce_sum(tf.square(bag))
         self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
         return tf.einsum("ncl,nld->ncd", weight, bag)
 

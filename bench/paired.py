@@ -114,7 +114,7 @@ def main(argv):
             model.load_weights(settings["weights"])
         except Exception as error:  # missing, or another model's weights
             raise SystemExit(f"--weights={settings['weights']}: not this model's weights "
-                             f"({str(error).strip().splitlines()[0]})") from None
+                             f"({data.error_reason(error)})") from None
     score = models.make_scorer(model)
     args = (split.test_users, split.test_items, split.test_negatives, TOP_K)
     model_result = evaluate.hit_ratio_at_k(score, *args)
