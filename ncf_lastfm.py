@@ -149,6 +149,9 @@ def check_settings(s):
     if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
         raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
                            f"{s['MODEL']} has no such input (use --user_input=id)")
+    if s["PRETRAIN"] and s["MODEL"] != "neumf" and not s["COMPARE"]:
+        raise SettingError(f"--pretrain is for --model=neumf (its GMF and MLP towers are "
+                           f"trained first); --model={s['MODEL']} has nothing to pretrain")
     if s["RECOMMEND_USER"]:
         parse_user_list(s["RECOMMEND_USER"])
 
@@ -203,7 +206,7 @@ def main(argv=None):
         return 1
     except OSError as error:  # a full disk, a folder we may not write: one line, no traceback
         print(f"error: {error.strerror or error} ({error.filename or 'output'}); free space or "
-              "choose another --output_dir", file=sys.stderr)
+              "choose another folder (--output_dir, --export_split)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         folder = settings["OUTPUT_DIR"]

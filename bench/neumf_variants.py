@@ -59,6 +59,12 @@ speed-ups), plus one change:
                among $DNS_POOL (default 4) unplayed artists drawn uniformly, scored at the
                start of each epoch; the rest are uniform as before
   history_bias  history_only plus item_bias's learned bias per artist (FISM has one)
+  listeners    history_only whose artist is also the artists' listeners, the input's mirror
+               image (as DeepCF, Deng et al. AAAI 2019, feeds both rows of the play matrix):
+               the artist's own row plus the sum of a learned row per training listener other
+               than the scoring user, over sqrt(their count), in both towers; those rows' L2 is
+               $L2 times their mean square over the listeners, per scored artist
+  listeners_only  listeners without the artist's own row
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged
 
@@ -92,9 +98,9 @@ from paired import item_knn, played_matrix  # noqa: E402
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
-            "softmax_mix", "shared_bag", "dns", "history_bias")
+            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "listeners_only")
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
-                "history_bias")
+                "history_bias", "listeners", "listeners_only")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
 L2 = float(os.environ.get("L2", "0.001"))
 LEARNING_RATE = float(os.environ.get("LEARNING_RATE", "1e-3"))
@@ -196,6 +202,41 @@ class BagRows(layers.Layer):
         return rows
 
 
+class ItemListeners(layers.Layer):
+    """(user (n,), items (n, c)) -> (n, c, d): per scored artist, the sum of a learned row per
+    training listener other than the scoring user, over sqrt(their count) (zero for none)."""
+
+    def __init__(self, split, dim, history, **kwargs):
+        super().__init__(**kwargs)
+        self.history, self.num_items = history, split.num_items
+        pairs = np.unique(np.stack([split.train_items.astype(np.int64),
+                                    split.train_users.astype(np.int64)], 1), axis=0)
+        self.pairs = tf.constant(pairs)
+        self.counts = tf.constant(np.bincount(pairs[:, 0], minlength=split.num_items)
+                                  .astype(np.float32))
+        self.shape = (split.num_items, split.num_users)
+        self.rows = self.add_weight(shape=(split.num_users, dim), name="rows",
+                                    initializer=keras.initializers.RandomNormal(stddev=0.01))
+
+    def call(self, user, items):
+        table = self.rows.value
+        listeners = tf.sparse.SparseTensor(self.pairs, tf.ones(tf.shape(self.pairs)[:1]),
+                                           self.shape)
+        sums = tf.sparse.sparse_dense_matmul(listeners, table)                    # (I, d)
+        squares = tf.sparse.sparse_dense_matmul(
+            listeners, tf.reduce_sum(tf.square(table), 1, keepdims=True))[:, 0]    # (I,)
+        played = tf.gather(self.history, user)
+        scored = tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1),
+                         tf.float32)                                           # (n, c)
+        own = tf.gather(table, user)                                           # (n, d)
+        total = tf.gather(sums, items) - scored[..., None] * own[:, None, :]
+        count = tf.maximum(tf.gather(self.counts, items) - scored, 1.0)
+        own_square = scored * tf.reduce_sum(tf.square(own), -1)[:, None]
+        penalty = tf.reduce_sum((tf.gather(squares, items) - own_square) / count)
+        self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
+        return total / tf.sqrt(count)[..., None]
+
+
 def history_matrix(split):
     """(num_users, most artists) training artists per user, padded with num_items."""
     counts = np.bincount(split.train_users, minlength=split.num_users)
@@ -227,6 +268,14 @@ def build(split, variant):
         gmf_item, mlp_item = BagRows(gmf_user)(item), BagRows(mlp_user)(item)
     else:
         gmf_item, mlp_item = item_rows("gmf_item"), item_rows("mlp_item")
+    if variant in ("listeners", "listeners_only"):
+        listened = [ItemListeners(split, FACTORS, history, name=f"{tower}_listeners")(user, item)
+                    for tower in ("gmf", "mlp")]
+        if variant == "listeners_only":
+            gmf_item, mlp_item = listened
+        else:
+            gmf_item = layers.Add()([gmf_item, listened[0]])
+            mlp_item = layers.Add()([mlp_item, listened[1]])
     vectors = [gmf_user(user, item, gmf_item), gmf_item, mlp_user(user, item, mlp_item),
                mlp_item]
     if variant == "embed_dropout":

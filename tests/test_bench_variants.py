@@ -139,3 +139,22 @@ def test_shared_bag_scores_with_the_history_table():
     owner = neumf_variants.UserVector(1, 5, 4, history, own_row=False)
     rows = neumf_variants.BagRows(owner)(tf.constant([[2, 4]])).numpy()
     assert np.array_equal(rows[0], owner.bag.numpy()[[2, 4]])
+
+
+def test_item_listeners_sum_leaves_the_scoring_user_out():
+    class Split:                      # users 0, 1, 2; artist 0 played by 0 and 1, artist 1 by 2
+        train_users = np.array([0, 1, 2, 0], np.int32)
+        train_items = np.array([0, 0, 1, 0], np.int32)          # a repeated play counts once
+        num_users, num_items = 3, 3
+    history = tf.constant([[0], [0], [1]])
+    layer = neumf_variants.ItemListeners(Split, 4, history)
+    rows = layer.rows.numpy()
+    vectors = layer(tf.constant([0, 2]), tf.constant([[0, 1, 2], [0, 1, 2]])).numpy()
+    assert np.allclose(vectors[0, 0], rows[1], atol=1e-6)          # user 0 left out of artist 0
+    assert np.allclose(vectors[0, 1], rows[2], atol=1e-6)
+    assert np.allclose(vectors[0, 2], 0.0)                          # no listener: zero, not NaN
+    assert np.allclose(vectors[1, 0], (rows[0] + rows[1]) / np.sqrt(2), atol=1e-6)
+    assert np.allclose(vectors[1, 1], 0.0, atol=1e-6)               # user 2 was its only one
+    squares = (rows ** 2).sum(1)
+    expected = (squares[1] + squares[2] + (squares[0] + squares[1]) / 2) / 2
+    assert np.isclose(float(sum(layer.losses)), neumf_variants.L2 * expected, rtol=1e-5)

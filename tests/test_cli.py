@@ -34,6 +34,7 @@ def run_main(capsys, *argv):
     (["epochs"], "unexpected argument 'epochs'"),
     (["--recommend_user=abc"], "--recommend_user='abc' must be user ids"),
     (["--model=bpr", "--user_input=history"], "--user_input=history is for mlp, gmf and neumf"),
+    (["--model=gmf", "--pretrain"], "--pretrain is for --model=neumf"),
     (["--user_input=items"], "--user_input='items' is out of range; expected one of id, history"),
     (["--data_dir=/nowhere/at/all"], "--data_dir '/nowhere/at/all' is not a folder"),
     (["--dataset=sample", "--similar_to=artsit 00042"],
