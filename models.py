@@ -128,6 +128,20 @@ class LazyAdam(keras.optimizers.Adam):
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
+class LazySGD(keras.optimizers.SGD):
+    """Plain SGD (the paper's optimizer for fine-tuning a pretrained NeuMF) whose update of a
+    row-sparse gradient subtracts from its rows only; Keras' SGD scales the gradient as a dense
+    tensor, the whole table at every step. Dense gradients, and momentum, get Keras' own step."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices) or self.momentum:
+            return super().update_step(gradient, variable, learning_rate)
+        target = variable.value if isinstance(variable, keras.Variable) else variable
+        step = tf.cast(learning_rate, variable.dtype) * gradient.values
+        target.scatter_sub(tf.IndexedSlices(step, gradient.indices))   # duplicates add up
+
+
+@keras.saving.register_keras_serializable(package="ncf_lastfm")
 class RowEmbedding(layers.Embedding):
     """An Embedding that gathers its rows straight from the variable. Keras 3's Embedding
     reads the whole table as a tensor first (`ops.take`), which makes every sparse update copy
@@ -358,13 +372,16 @@ def make_optimizer(kind, learning_rate):
         return LazyAdam(learning_rate)
     if kind == "adam":
         return keras.optimizers.Adam(learning_rate)
-    raise ValueError(f"--optimizer={kind!r} is unknown; choose lazy_adam or adam")
+    if kind == "sgd":
+        return LazySGD(learning_rate)
+    raise ValueError(f"--optimizer={kind!r} is unknown; choose lazy_adam, adam or sgd")
 
 
 def load(path):
     """A model saved by `model.save(path)`, loaded in Keras' safe mode (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True,
-                                   custom_objects={"LazyAdam": LazyAdam, "PairDense": PairDense,
+                                   custom_objects={"LazyAdam": LazyAdam, "LazySGD": LazySGD,
+                                                   "PairDense": PairDense,
                                                    "RowEmbedding": RowEmbedding,
                                                    "UserHistory": UserHistory})
 

@@ -48,6 +48,7 @@ NUM_EPOCH = 10
 BATCH_SIZE = 1024       # samples per step
 LEARNING_RATE = 1e-3
 OPTIMIZER = "lazy_adam" # lazy_adam (embedding rows in the batch only) | adam (the notebook's)
+                        # | sgd (plain; with PRETRAIN, the towers still train with lazy_adam)
 VALIDATION = False      # hold out a second artist per user; keep the best epoch's weights
 PATIENCE = 3            # epochs without a better validation hit ratio before stopping
 RESUME = False          # continue from OUTPUT_DIR's last complete epoch
@@ -74,7 +75,7 @@ MODEL_DEFAULTS = {
             "VALIDATION": True},
     "pop": {},
 }
-CHOICES = {"DATASET": ("lastfm", "sample", "synthetic"), "OPTIMIZER": ("lazy_adam", "adam"),
+CHOICES = {"DATASET": ("lastfm", "sample", "synthetic"), "OPTIMIZER": ("lazy_adam", "adam", "sgd"),
            "ROWS": ("play", "pair"), "USER_INPUT": ("id", "history"),
            "MODEL": ("mlp", "gmf", "neumf", "bpr", "pop")}
 SETTINGS = [name for name in dir() if name.isupper() and name not in ("MODEL_DEFAULTS", "CHOICES")]
@@ -377,8 +378,10 @@ def pretrain_towers(s, split, log):
     towers = []
     for name in ("gmf", "mlp"):
         log(f"pretraining {name} for neumf")
-        towers.append(train_and_evaluate({**s, "MODEL": name, "RESUME": False}, name, split,
-                                         log)["keras_model"])
+        tower = {**s, "MODEL": name, "RESUME": False}
+        if s["OPTIMIZER"] == "sgd":       # the paper: towers with Adam, NeuMF fine-tuned by SGD
+            tower["OPTIMIZER"] = "lazy_adam"
+        towers.append(train_and_evaluate(tower, name, split, log)["keras_model"])
     return tuple(towers)
 
 

@@ -264,3 +264,17 @@ def test_history_neumf_round_trips_through_the_paper_format(planted_dir, tmp_pat
     again = json.load(open(tmp_path / "b" / "metrics.json"))
     assert first["settings"]["user_input"] == "history"
     assert again["hit_ratio"] == first["hit_ratio"] and again["ndcg"] == first["ndcg"]
+
+
+def test_pretrain_with_sgd_trains_the_towers_with_adam_and_fine_tunes_with_sgd(capsys,
+                                                                              monkeypatch,
+                                                                              tmp_path):
+    import models
+    made, make = [], models.make_optimizer
+    monkeypatch.setattr(models, "make_optimizer",
+                        lambda kind, rate: made.append(kind) or make(kind, rate))
+    code, out, _ = run_main(capsys, "--dataset=sample", "--model=neumf", "--pretrain",
+                            "--optimizer=sgd", "--num_epoch=1", "--num_factor=8", "--quiet",
+                            f"--output_dir={tmp_path}")
+    assert code == 0 and "hit ratio : " in out
+    assert made == ["lazy_adam", "lazy_adam", "sgd"]                 # gmf, mlp, then neumf

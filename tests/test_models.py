@@ -82,3 +82,26 @@ def test_models_train_the_same_with_and_without_the_kernel(monkeypatch):
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_lazy_sgd_subtracts_the_summed_gradient_from_its_rows_only():
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(30, 4)).astype(np.float32)
+    indices = np.array([2, 9, 2, 29, 2], np.int32)                    # row 2 three times
+    values = rng.normal(size=(len(indices), 4)).astype(np.float32)
+    variable = keras.Variable(table, name="item_embedding")
+    optimizer = models.make_optimizer("sgd", 0.1)
+    optimizer.build([variable])
+    gradient = tf.IndexedSlices(tf.constant(values), tf.constant(indices),
+                                tf.constant(table.shape, tf.int32))
+    for _ in range(2):
+        optimizer.apply_gradients([(gradient, variable)])
+    want = table.copy()
+    np.add.at(want, indices, -0.2 * values)                          # two steps of 0.1
+    np.testing.assert_allclose(np.asarray(variable), want, rtol=1e-5, atol=1e-6)
+    dense = keras.Variable(table, name="dense_twin")
+    twin = keras.optimizers.SGD(0.1)
+    twin.build([dense])
+    for _ in range(2):
+        twin.apply_gradients([(tf.convert_to_tensor(gradient), dense)])
+    np.testing.assert_allclose(np.asarray(variable), np.asarray(dense), rtol=1e-5, atol=1e-6)
