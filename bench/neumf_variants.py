@@ -65,6 +65,8 @@ speed-ups), plus one change:
                than the scoring user, over sqrt(their count), in both towers; those rows' L2 is
                $L2 times their mean square over the listeners, per scored artist
   listeners_only  listeners without the artist's own row
+  pairwise     history_only trained with BPR's pairwise loss: -log sigmoid(play - negative),
+               averaged over the play's 8 negatives, instead of the log loss of each pair
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged
 
@@ -98,9 +100,10 @@ from paired import item_knn, played_matrix  # noqa: E402
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
-            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "listeners_only")
+            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "listeners_only",
+            "pairwise")
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
-                "history_bias", "listeners", "listeners_only")
+                "history_bias", "listeners", "listeners_only", "pairwise")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
 L2 = float(os.environ.get("L2", "0.001"))
 LEARNING_RATE = float(os.environ.get("LEARNING_RATE", "1e-3"))
@@ -319,6 +322,9 @@ LOSSES = {
     "softmax": lambda labels, logits: -tf.reduce_sum(labels * tf.nn.log_softmax(logits), -1),
     # labels: log q of each artist; the play is column 0
     "softmax_mix": lambda labels, logits: -tf.nn.log_softmax(logits - labels)[..., 0],
+    # the play is column 0, its negatives the rest
+    "pairwise": lambda labels, logits: tf.reduce_mean(
+        tf.nn.softplus(logits[..., 1:] - logits[..., :1]), -1),
 }
 
 

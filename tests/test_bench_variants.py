@@ -158,3 +158,12 @@ def test_item_listeners_sum_leaves_the_scoring_user_out():
     squares = (rows ** 2).sum(1)
     expected = (squares[1] + squares[2] + (squares[0] + squares[1]) / 2) / 2
     assert np.isclose(float(sum(layer.losses)), neumf_variants.L2 * expected, rtol=1e-5)
+
+
+def test_pairwise_loss_is_bpr_over_the_plays_negatives():
+    logits = tf.constant([[2.0, 0.5, -1.0], [-0.3, 0.4, 0.0]])
+    labels = tf.constant([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    got = neumf_variants.LOSSES["pairwise"](labels, logits).numpy()
+    x = logits.numpy()
+    want = [np.mean([-np.log(1 / (1 + np.exp(-(row[0] - n)))) for n in row[1:]]) for row in x]
+    assert np.allclose(got, want, atol=1e-6)
