@@ -64,7 +64,6 @@ speed-ups), plus one change:
                the artist's own row plus the sum of a learned row per training listener other
                than the scoring user, over sqrt(their count), in both towers; those rows' L2 is
                $L2 times their mean square over the listeners, per scored artist
-  listeners_only  listeners without the artist's own row
   pairwise     history_only trained with BPR's pairwise loss: -log sigmoid(play - negative),
                averaged over the play's 8 negatives, instead of the log loss of each pair
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
@@ -100,10 +99,9 @@ from paired import item_knn, played_matrix  # noqa: E402
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
-            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "listeners_only",
-            "pairwise")
+            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "pairwise")
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
-                "history_bias", "listeners", "listeners_only", "pairwise")
+                "history_bias", "listeners", "pairwise")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
 L2 = float(os.environ.get("L2", "0.001"))
 LEARNING_RATE = float(os.environ.get("LEARNING_RATE", "1e-3"))
@@ -271,14 +269,11 @@ def build(split, variant):
         gmf_item, mlp_item = BagRows(gmf_user)(item), BagRows(mlp_user)(item)
     else:
         gmf_item, mlp_item = item_rows("gmf_item"), item_rows("mlp_item")
-    if variant in ("listeners", "listeners_only"):
+    if variant == "listeners":
         listened = [ItemListeners(split, FACTORS, history, name=f"{tower}_listeners")(user, item)
                     for tower in ("gmf", "mlp")]
-        if variant == "listeners_only":
-            gmf_item, mlp_item = listened
-        else:
-            gmf_item = layers.Add()([gmf_item, listened[0]])
-            mlp_item = layers.Add()([mlp_item, listened[1]])
+        gmf_item = layers.Add()([gmf_item, listened[0]])
+        mlp_item = layers.Add()([mlp_item, listened[1]])
     vectors = [gmf_user(user, item, gmf_item), gmf_item, mlp_user(user, item, mlp_item),
                mlp_item]
     if variant == "embed_dropout":
