@@ -118,6 +118,11 @@ DNS_POOL = int(os.environ.get("DNS_POOL", "4"))
 DNS_SHARE = float(os.environ.get("DNS_SHARE", "0.5"))
 
 
+def scored_mask(played, items):
+    """(n, c) float: 1 where items[k, j] is among user k's training artists played[k] (n, L)."""
+    return tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1), tf.float32)
+
+
 class UserVector(layers.Layer):
     """(user (n,), items (n, c)) -> (n, c, d): the user's own row, plus, with `history`, the
     FISM sum over their training artists other than the scored one, over sqrt(count)."""
@@ -151,8 +156,7 @@ class UserVector(layers.Layer):
         if self.history is not None:
             played, real, bag = self._played_rows(user)
             penalty += BAG_L2 / L2 * tf.reduce_sum(tf.square(bag))
-            scored = tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1),
-                             tf.float32)                                       # (n, c)
+            scored = scored_mask(played, items)                                # (n, c)
             own = scored[..., None] * tf.gather(self.bag.value, items)       # (n, c, d)
             total = tf.reduce_sum(bag, 1)[:, None, :] - own
             count = tf.reduce_sum(real, 1)[:, None] - scored
@@ -226,9 +230,7 @@ class ItemListeners(layers.Layer):
         sums = tf.sparse.sparse_dense_matmul(listeners, table)                    # (I, d)
         squares = tf.sparse.sparse_dense_matmul(
             listeners, tf.reduce_sum(tf.square(table), 1, keepdims=True))[:, 0]    # (I,)
-        played = tf.gather(self.history, user)
-        scored = tf.cast(tf.reduce_any(played[:, None, :] == items[:, :, None], -1),
-                         tf.float32)                                           # (n, c)
+        scored = scored_mask(tf.gather(self.history, user), items)            # (n, c)
         own = tf.gather(table, user)                                           # (n, d)
         total = tf.gather(sums, items) - scored[..., None] * own[:, None, :]
         count = tf.maximum(tf.gather(self.counts, items) - scored, 1.0)
@@ -421,6 +423,7 @@ def train(split, variant, seed, log):
     """-> (best epoch, validation HR, NDCG, seconds, the scorer at the best epoch)."""
     keras.utils.set_random_seed(seed)
     model = build(split, variant)
+    score = scorer(model)       # one traced scorer for the whole run: it reads the weights
     negatives = 32 if variant == "neg32" else NEG_RATIO
     rows = max(1, BATCH_SIZE // (1 + NEG_RATIO))           # the default's rows a step
     best, snapshots, started = (0, -1.0, 0.0, None), [], time.time()
@@ -435,7 +438,7 @@ def train(split, variant, seed, log):
         if variant == "softmax_mix":
             inputs, labels = mixed_softmax_rows(split, seed, epoch)
         if variant == "dns":
-            inputs, labels = hard_negative_rows(split, scorer(model), seed, epoch)
+            inputs, labels = hard_negative_rows(split, score, seed, epoch)
         if variant == "rare_plays":
             labels = labels * play_weights[inputs["item"]]
         if variant == "play_counts":
@@ -449,7 +452,7 @@ def train(split, variant, seed, log):
             snapshots = (snapshots + [weights])[-3:]
             frozen = [np.mean(parts, 0) for parts in zip(*snapshots)]
             model.set_weights(frozen)
-        hit_ratio, ndcg = validation_metrics(scorer(model), split)
+        hit_ratio, ndcg = validation_metrics(score, split)
         if variant == "average":
             model.set_weights(weights)                  # train on from the last epoch's own
         log(f"  {variant} seed {seed} epoch {epoch + 1}: valid HR@10 {hit_ratio:.4f}, "
@@ -461,7 +464,7 @@ def train(split, variant, seed, log):
         elif variant == "plateau":
             model.optimizer.learning_rate.assign(model.optimizer.learning_rate * 0.5)
     model.set_weights(best[3])
-    return best[0], best[1], best[2], time.time() - started, scorer(model)
+    return best[0], best[1], best[2], time.time() - started, score
 
 
 def run_variant(split, variant, seed, log):
