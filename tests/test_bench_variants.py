@@ -167,3 +167,22 @@ def test_pairwise_loss_is_bpr_over_the_plays_negatives():
     x = logits.numpy()
     want = [np.mean([-np.log(1 / (1 + np.exp(-(row[0] - n)))) for n in row[1:]]) for row in x]
     assert np.allclose(got, want, atol=1e-6)
+
+
+def test_scored_weights_are_the_moving_average_and_training_keeps_its_own():
+    plays = data.frames_to_plays(*data.make_planted(60, 80, 1_200, seed=7))
+    split = data.leave_one_out(plays, 20, seed=1, validation=True)
+    model = neumf_variants.build(split, "ema")
+    inputs, labels = neumf_variants.training.epoch_data("neumf", split, 8, 1, 0)
+    model.fit(neumf_variants.training.batched_dataset(inputs, labels, 30), epochs=1, verbose=0)
+    weights = model.get_weights()
+    averaged = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+    scored, _ = neumf_variants.scored_weights(model, "ema", weights, [])
+    trainable = {id(v) for v in model.trainable_variables}
+    scored_trainable = [w for w, v in zip(scored, model.weights) if id(v) in trainable]
+    assert all(np.allclose(s, a) for s, a in zip(scored_trainable, averaged))
+    assert not all(np.allclose(s, w) for s, w in zip(scored, weights))   # not the raw weights
+    assert all(np.array_equal(w, v) for w, v in zip(weights, model.get_weights()))
+    mean, kept = neumf_variants.scored_weights(model, "average", [np.ones(2)],
+                                               [[np.zeros(2)], [np.full(2, 5.0)]])
+    assert np.allclose(mean[0], 2.0) and len(kept) == 3
