@@ -72,6 +72,11 @@ speed-ups), plus one change:
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged. Each is the default variant, or $ENSEMBLE_OF (e.g. history_only)
 
+With `ROW_OUT=1`, every variant with the history input leaves a training row's play (its
+first column) out of the user's sum for the row's negatives as well as for the play, so that
+the play and its negatives are scored against the same user vector (by default each negative
+is scored against the whole history, the play included).
+
 `--by_popularity` trains the default NeuMF once and prints its validation HR@10 beside item
 kNN's (cosine, every neighbour, as peers_bench.py scores it), by how many training users
 played the held-out artist.
@@ -121,6 +126,7 @@ SOFTMAX_NEGATIVES = int(os.environ.get("SOFTMAX_NEGATIVES", "64"))
 DNS_POOL = int(os.environ.get("DNS_POOL", "4"))
 DNS_SHARE = float(os.environ.get("DNS_SHARE", "0.5"))
 EMA_MOMENTUM = float(os.environ.get("EMA_MOMENTUM", "0.999"))
+ROW_OUT = os.environ.get("ROW_OUT", "0") == "1"
 
 
 def scored_mask(played, items):
@@ -161,8 +167,12 @@ class UserVector(layers.Layer):
         if self.history is not None:
             played, real, bag = self._played_rows(user)
             penalty += BAG_L2 / L2 * tf.reduce_sum(tf.square(bag))
-            scored = scored_mask(played, items)                                # (n, c)
-            own = scored[..., None] * tf.gather(self.bag.value, items)       # (n, c, d)
+            if ROW_OUT:      # the row's play (column 0) left out for its negatives too
+                scored = tf.broadcast_to(scored_mask(played, items[:, :1]), tf.shape(items))
+                own = scored[..., None] * tf.gather(self.bag.value, items[:, :1])
+            else:
+                scored = scored_mask(played, items)                            # (n, c)
+                own = scored[..., None] * tf.gather(self.bag.value, items)   # (n, c, d)
             total = tf.reduce_sum(bag, 1)[:, None, :] - own
             count = tf.reduce_sum(real, 1)[:, None] - scored
             vector += total / tf.sqrt(tf.maximum(count, 1.0))[..., None]

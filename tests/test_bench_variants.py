@@ -186,3 +186,17 @@ def test_scored_weights_are_the_moving_average_and_training_keeps_its_own():
     mean, kept = neumf_variants.scored_weights(model, "average", [np.ones(2)],
                                                [[np.zeros(2)], [np.full(2, 5.0)]])
     assert np.allclose(mean[0], 2.0) and len(kept) == 3
+
+
+def test_row_out_leaves_the_rows_play_out_for_every_column(monkeypatch):
+    monkeypatch.setattr(neumf_variants, "ROW_OUT", True)
+    history = tf.constant([[0, 1, 2]])
+    layer = neumf_variants.UserVector(1, 5, 4, history, own_row=False)
+    bag = layer.bag.numpy()
+    vectors = layer(tf.constant([0, 0]), tf.constant([[1, 3, 4], [3, 1, 4]])).numpy()
+    without_1 = (bag[0] + bag[2]) / np.sqrt(2)
+    for column in range(3):                      # the play (artist 1) and both negatives
+        assert np.allclose(vectors[0, column], without_1, atol=1e-6)
+    everything = (bag[0] + bag[1] + bag[2]) / np.sqrt(3)       # column 0 unplayed: nothing out
+    for column in range(3):
+        assert np.allclose(vectors[1, column], everything, atol=1e-6)
