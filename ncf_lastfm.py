@@ -16,6 +16,8 @@ Run `python ncf_lastfm.py --dataset=sample` for a one-minute offline run. Every 
 constant below can be overridden as `--name=value` (lower case): `--num_epoch=3`.
 """
 import ast
+import errno
+import math
 import os
 import sys
 import time
@@ -97,12 +99,16 @@ def parse_settings(argv, defaults):
         if key not in defaults:
             known = ", ".join(f"--{n.lower()}" for n in sorted(defaults))
             raise SettingError(f"unknown setting --{name}; known settings: {known}")
+        if "=" not in argument and not isinstance(defaults[key], bool):
+            raise SettingError(f"--{name} needs a value, like --{name}={defaults[key]!r}")
         settings[key] = _typed_value(key, text if "=" in argument else "True", defaults[key])
         given.add(key)
     model_defaults = MODEL_DEFAULTS.get(settings["MODEL"], {})
     settings.update({k: v for k, v in model_defaults.items() if k not in given})
-    check_settings(settings)
+    if settings["LOAD"] and "NUM_EPOCH" not in given:
+        settings["NUM_EPOCH"] = 0       # a saved model is scored as it is, unless asked
     settings["_given"] = given
+    check_settings(settings)
     return settings, given
 
 
@@ -120,6 +126,8 @@ def _typed_value(key, text, default):
     if type(value) is not type(default):
         raise SettingError(f"--{key.lower()}={text} is a {type(value).__name__}; expected a "
                            f"{type(default).__name__} like --{key.lower()}={default!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(f"--{key.lower()}={text} is not a finite number")
     return value
 
 
@@ -141,6 +149,8 @@ def check_settings(s):
          "held-out artist above the K-th best candidate)"),
         ("SCALE", 0 < s["SCALE"] <= 10, "a number in (0, 10]"),
         ("FULL_RANKING_USERS", s["FULL_RANKING_USERS"] >= 0, "an integer of 0 or more"),
+        ("SEED", 0 <= s["SEED"] < 2 ** 32, "an integer from 0 to 2**32 - 1"),
+        ("OUTPUT_DIR", s["OUTPUT_DIR"].strip() != "", "a folder name"),
     ]
     rules += [(key, s[key] in options, "one of " + ", ".join(options))
               for key, options in CHOICES.items()]
@@ -153,6 +163,24 @@ def check_settings(s):
     if s["PRETRAIN"] and s["MODEL"] != "neumf" and not s["COMPARE"]:
         raise SettingError(f"--pretrain is for --model=neumf (its GMF and MLP towers are "
                            f"trained first); --model={s['MODEL']} has nothing to pretrain")
+    given = s.get("_given", set())
+    if s["DATA_DIR"] and s["DATASET"] != "lastfm":
+        raise SettingError(f"--data_dir is read by --dataset=lastfm; --dataset={s['DATASET']} "
+                           "makes its data in code (drop one of them)")
+    if s["SPLIT"]:
+        ignored = [f"--{k.lower()}" for k in ("DATASET", "DATA_DIR", "SCALE", "ROOT_URL",
+                                               "NUM_EVAL_NEGATIVES") if k in given]
+        if ignored:
+            raise SettingError(f"--split reads the data and each test user's candidates from its "
+                               f"files; drop {', '.join(ignored)}")
+    if s["LOAD"] and (s["COMPARE"] or s["PRETRAIN"]):
+        raise SettingError("--load scores one saved model; --compare and --pretrain train new "
+                           "ones (drop one of them)")
+    wants_model = [f"--{k.lower()}" for k in ("RECOMMEND_USER", "SIMILAR_TO") if s[k]]
+    if wants_model and (s["COMPARE"] or (s["MODEL"] == "pop" and not s["LOAD"])):
+        raise SettingError(f"{' and '.join(wants_model)} need one model with embeddings; "
+                           + ("--compare trains five" if s["COMPARE"] else "--model=pop has none")
+                           + ": choose it with --model=mlp, gmf, neumf or bpr")
     if s["RECOMMEND_USER"]:
         parse_user_list(s["RECOMMEND_USER"])
 
@@ -206,8 +234,9 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk, a folder we may not write: one line, no traceback
-        print(f"error: {error.strerror or error} ({error.filename or 'output'}); free space or "
-              "choose another folder (--output_dir, --export_split)", file=sys.stderr)
+        advice = "free space or choose" if error.errno == errno.ENOSPC else "choose"
+        print(f"error: {error.strerror or error} ({error.filename or settings['OUTPUT_DIR']}); "
+              f"{advice} another folder (--output_dir, --export_split)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         folder = settings["OUTPUT_DIR"]
@@ -222,6 +251,10 @@ def run(s, given):
     import training
     print("settings: " + ", ".join(f"{k.lower()}={s[k]!r}" for k in SETTINGS))
     os.makedirs(s["OUTPUT_DIR"], exist_ok=True)
+    probe = os.path.join(s["OUTPUT_DIR"], ".ncf-write-test")   # fail now, not after training
+    with open(probe, "w"):
+        pass
+    os.remove(probe)
     training.seed_everything(s["SEED"])
     log = (lambda *a, **k: None) if s["QUIET"] else print
     with_validation = s["VALIDATION"] or s["COMPARE"]
@@ -230,6 +263,12 @@ def run(s, given):
     # 2. Split: one held-out artist per user, 99 unplayed candidates (the notebook's hit_ratio_df)
     if s["SPLIT"]:
         plays, split = data.read_ncf_split(s["SPLIT"], s["SEED"], validation=with_validation)
+        s["NUM_EVAL_NEGATIVES"] = int(split.test_negatives.shape[1])   # the file's, recorded
+        if s["TOP_K"] > s["NUM_EVAL_NEGATIVES"]:
+            raise data.DataError(f"--top_k={s['TOP_K']} is larger than the "
+                                 f"{s['NUM_EVAL_NEGATIVES']} candidates per test user in "
+                                 f"{s['SPLIT']}.test.negative; use --top_k="
+                                 f"{s['NUM_EVAL_NEGATIVES']} or less")
         print(f"data: {split.num_users:,} users, {split.num_items:,} items from {s['SPLIT']}.*")
     else:
         plays = data.load(s["DATASET"], s["DATA_DIR"], s["ROOT_URL"], s["SCALE"], s["SEED"],
@@ -275,16 +314,20 @@ def model_settings(s, name):
 
 def train_and_evaluate(s, name, split, log, pretrained=None):
     """Builds (or loads) and trains one model, then scores it on the test set -> result dict."""
+    import data
     import evaluate
     import models
     import training
-    if name == "pop":
-        return {"model": "pop", **evaluate_popularity(s, split), "best_epoch": 0,
-                "train_seconds": 0.0, "history": []}
     if s["LOAD"]:
         model = load_model_for(s["LOAD"], split)
-        name = model.name
+        if "MODEL" in s.get("_given", set()) and model.name != name:
+            raise data.DataError(f"--load={s['LOAD']} holds a {model.name} model, not "
+                                 f"--model={name}; drop --model")
+        name = s["MODEL"] = model.name      # metrics.json records the model scored
         log(f"model: loaded {s['LOAD']} ({name}, {model.count_params():,} weights)")
+    elif name == "pop":
+        return {"model": "pop", **evaluate_popularity(s, split), "best_epoch": 0,
+                "train_seconds": 0.0, "history": []}
     else:
         history = ((split.train_users, split.train_items)
                    if s["USER_INPUT"] == "history" and name != "bpr" else None)
@@ -335,8 +378,8 @@ def load_model_for(path, split):
     try:
         model = models.load(path)
     except Exception as error:  # not a Keras file, or one made by other code
-        raise data.DataError(f"--load={path}: not a model this script saved "
-                             f"({data.error_reason(error)[:200]})") from None
+        reason = data.error_reason(error).split(". ")[0].rstrip(".")[:300]   # its first sentence
+        raise data.DataError(f"--load={path}: not a model this script saved ({reason})") from None
     sizes = {layer.name: layer.input_dim for layer in model.layers if hasattr(layer, "input_dim")}
     sizes.update({layer.name: layer.num_users for layer in model.layers
                   if isinstance(layer, models.UserHistory)})
@@ -437,7 +480,7 @@ def report_run(s, plays, split, result):
         if key in result:
             metrics[key] = result[key]
             metrics["popularity_" + key] = popularity[key]
-    if model is not None and not s["LOAD"]:
+    if model is not None and (not s["LOAD"] or s["NUM_EPOCH"]):   # trained here
         path = os.path.join(folder, f"{result['model']}.keras")
         data.atomic_write(path, model.save)
         metrics["saved_model"] = path

@@ -106,14 +106,26 @@ class Checkpoints:
         if not (os.path.isfile(self.model_path) and os.path.isfile(self.state_path)):
             raise TrainingError(f"--resume: no checkpoint at {self.model_path}; run without "
                                 "--resume to start")
-        with open(self.state_path) as stream:
-            state = json.load(stream)
+        damaged = "--resume: a checkpoint file is damaged ({}); run without --resume to start again"
+        try:
+            with open(self.state_path) as stream:
+                state = json.load(stream)
+        except ValueError as error:                      # truncated, or not JSON
+            raise TrainingError(damaged.format(f"{self.state_path}: {error}")) from None
+        fields = ("fingerprint", "history", "best", "epoch")
+        if (not isinstance(state, dict) or not all(field in state for field in fields)
+                or not isinstance(state["fingerprint"], dict)):
+            raise TrainingError(damaged.format(f"{self.state_path} lacks " + ", ".join(fields)))
         if state["fingerprint"] != fingerprint:
             changed = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
             raise TrainingError(f"--resume: the checkpoint in {self.state_path} was made with other "
                                 f"settings ({', '.join(k.lower() for k in changed)}); use the "
                                 "same settings, or run without --resume")
-        return models.load(self.model_path), state
+        try:
+            return models.load(self.model_path), state
+        except Exception as error:  # a truncated or foreign file
+            reason = str(error).split(". ")[0][:200]
+            raise TrainingError(damaged.format(f"{self.model_path}: {reason}")) from None
 
 
 def write_json(path, payload):

@@ -104,6 +104,15 @@ import models  # noqa: E402
 import training  # noqa: E402
 from paired import item_knn, played_matrix  # noqa: E402
 
+def _env(kind, name, default):
+    """A setting from the environment, or a one-line exit naming the bad value."""
+    text = os.environ.get(name, default)
+    try:
+        return kind(text)
+    except ValueError:
+        sys.exit(f"error: {name}={text!r} is not {'an integer' if kind is int else 'a number'}")
+
+
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
@@ -111,21 +120,21 @@ VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "hi
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
                 "history_bias", "listeners", "pairwise", "ema")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
-L2 = float(os.environ.get("L2", "0.001"))
-LEARNING_RATE = float(os.environ.get("LEARNING_RATE", "1e-3"))
+L2 = _env(float, "L2", "0.001")
+LEARNING_RATE = _env(float, "LEARNING_RATE", "1e-3")
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
-EMBED_DROPOUT = float(os.environ.get("EMBED_DROPOUT", "0.2"))
-ENSEMBLE = int(os.environ.get("ENSEMBLE", "3"))
+EMBED_DROPOUT = _env(float, "EMBED_DROPOUT", "0.2")
+ENSEMBLE = _env(int, "ENSEMBLE", "3")
 ENSEMBLE_OF = os.environ.get("ENSEMBLE_OF", "default")
 PLAYS_CSV = os.environ.get("PLAYS_CSV", os.path.join(ROOT, "..", "shared", "data", "lastfm-2k",
                                                       "lastfm_play.csv"))
-PLAY_POWER = float(os.environ.get("PLAY_POWER", "1"))
-BAG_L2 = float(os.environ.get("BAG_L2", str(L2)))
-ATTENTION = int(os.environ.get("ATTENTION", "16"))
-SOFTMAX_NEGATIVES = int(os.environ.get("SOFTMAX_NEGATIVES", "64"))
-DNS_POOL = int(os.environ.get("DNS_POOL", "4"))
-DNS_SHARE = float(os.environ.get("DNS_SHARE", "0.5"))
-EMA_MOMENTUM = float(os.environ.get("EMA_MOMENTUM", "0.999"))
+PLAY_POWER = _env(float, "PLAY_POWER", "1")
+BAG_L2 = _env(float, "BAG_L2", str(L2))
+ATTENTION = _env(int, "ATTENTION", "16")
+SOFTMAX_NEGATIVES = _env(int, "SOFTMAX_NEGATIVES", "64")
+DNS_POOL = _env(int, "DNS_POOL", "4")
+DNS_SHARE = _env(float, "DNS_SHARE", "0.5")
+EMA_MOMENTUM = _env(float, "EMA_MOMENTUM", "0.999")
 ROW_OUT = os.environ.get("ROW_OUT", "0") == "1"
 
 
@@ -581,6 +590,8 @@ def main(argv):
         sys.exit(f"error: give --split=PREFIX and --variants from {', '.join(VARIANTS)}")
     if ENSEMBLE_OF not in VARIANTS or ENSEMBLE_OF == "ensemble":
         sys.exit(f"error: ENSEMBLE_OF={ENSEMBLE_OF!r}: give one of the variants but ensemble")
+    if not settings["seed"].isdigit():
+        sys.exit(f"error: --seed={settings['seed']!r}: give an integer of 0 or more")
     seed = int(settings["seed"])
     try:
         _, split = data.read_ncf_split(settings["split"], seed, validation=True)

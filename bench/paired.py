@@ -42,9 +42,19 @@ def parse_args(argv):
                              "--split=PREFIX --load=MODEL.keras [--weights=FILE] "
                              "[--resamples=10000] [--ease=True] [--seed=0]")
         kind = type(settings[key])
-        settings[key] = value in ("True", "true", "1") if kind is bool else kind(value)
+        if kind is bool:
+            if value not in ("True", "true", "1", "False", "false", "0"):
+                raise SystemExit(f"--{key}={value!r}: give True or False")
+            settings[key] = value in ("True", "true", "1")
+            continue
+        try:
+            settings[key] = kind(value)
+        except ValueError:
+            raise SystemExit(f"--{key}={value!r}: give {'an integer' if kind is int else 'text'}")
     if not settings["split"] or not settings["load"]:
         raise SystemExit("--split=PREFIX and --load=MODEL.keras are required")
+    if settings["resamples"] < 1 or settings["seed"] < 0:
+        raise SystemExit("--resamples must be 1 or more and --seed 0 or more")
     return settings
 
 

@@ -40,6 +40,20 @@ def run_main(capsys, *argv):
     (["--dataset=sample", "--similar_to=artsit 00042"],
      "--similar_to: no artist named 'artsit 00042' in the data; did you mean: artist 00042"),
     (["--dataset=sample", "--recommend_user=2000"], "user id 2000 is not in the data"),
+    (["--num_epoch"], "--num_epoch needs a value, like --num_epoch=10"),
+    (["--export_split"], "--export_split needs a value"),
+    (["--l2=1e999"], "--l2=1e999 is not a finite number"),
+    (["--learning_rate=1e999"], "--learning_rate=1e999 is not a finite number"),
+    (["--seed=-1"], "--seed=-1 is out of range; expected an integer from 0 to 2**32 - 1"),
+    (["--output_dir="], "--output_dir='' is out of range; expected a folder name"),
+    (["--dataset=sample", "--data_dir=/tmp"], "--data_dir is read by --dataset=lastfm"),
+    (["--split=/tmp/x", "--num_eval_negatives=50", "--dataset=sample"],
+     "--split reads the data and each test user's candidates from its files; drop --dataset, "
+     "--num_eval_negatives"),
+    (["--model=pop", "--similar_to=x"], "--similar_to need one model with embeddings; "
+     "--model=pop has none"),
+    (["--compare", "--recommend_user=0"], "--compare trains five"),
+    (["--load=x.keras", "--compare"], "--load scores one saved model"),
 ])
 def test_bad_settings_exit_2_with_one_line(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
@@ -157,6 +171,62 @@ def test_load_reproduces_the_saved_metrics(trained, tmp_path):
     assert process.returncode == 0, process.stderr
     again = json.load(open(tmp_path / "metrics.json"))
     assert again["hit_ratio"] == saved["hit_ratio"] and again["ndcg"] == saved["ndcg"]
+
+
+def test_load_scores_without_training_unless_asked_and_names_a_model_mismatch(trained, capsys,
+                                                                              tmp_path):
+    saved = json.load(open(trained["output"] / "metrics.json"))
+    data_args = [f"--data_dir={trained['folder']}", "--quiet",
+                 f"--load={trained['output'] / 'mlp.keras'}"]
+    assert ncf_lastfm.main(data_args + [f"--output_dir={tmp_path / 'a'}"]) == 0
+    again = json.load(open(tmp_path / "a" / "metrics.json"))
+    assert again["num_epoch"] == 0 and again["hit_ratio"] == saved["hit_ratio"]
+    assert not (tmp_path / "a" / "mlp.keras").exists()          # nothing new to save
+    capsys.readouterr()
+    code, out, err = run_main(capsys, *data_args, "--model=gmf", f"--output_dir={tmp_path / 'b'}")
+    assert code == 2 and "holds a mlp model, not --model=gmf" in err and err.count("\n") == 1
+
+
+def test_damaged_checkpoint_on_resume_is_one_line(planted_dir, tmp_path, capsys):
+    argv = [f"--data_dir={planted_dir}", "--quiet", "--num_epoch=1", f"--output_dir={tmp_path}"]
+    assert ncf_lastfm.main(argv) == 0
+    state = tmp_path / "checkpoint-mlp.json"
+    text = state.read_text()
+    for damage, message in [(text[:40], "checkpoint-mlp.json: Expecting"),
+                            ('{"epoch": 1}', "checkpoint-mlp.json lacks fingerprint")]:
+        state.write_text(damage)
+        capsys.readouterr()
+        code, out, err = run_main(capsys, *argv[:-2], "--num_epoch=2", argv[-1], "--resume")
+        assert code == 1 and "a checkpoint file is damaged" in err and message in err
+        assert err.count("\n") == 1
+    state.write_text(text)
+    (tmp_path / "checkpoint-mlp.keras").write_bytes(b"not a zip file")
+    capsys.readouterr()
+    code, out, err = run_main(capsys, *argv[:-2], "--num_epoch=2", argv[-1], "--resume")
+    assert code == 1 and "checkpoint-mlp.keras" in err and err.count("\n") == 1
+
+
+def test_split_with_fewer_candidates_than_top_k_is_one_line(tmp_path, capsys):
+    plays = data.frames_to_plays(*data.make_planted(50, 80, 1_000, seed=1))
+    prefix = str(tmp_path / "few")
+    data.write_ncf_split(data.leave_one_out(plays, 5, seed=1), prefix)
+    code, out, err = run_main(capsys, f"--split={prefix}", "--num_epoch=0", "--quiet",
+                              f"--output_dir={tmp_path / 'o'}")
+    assert code == 2 and "--top_k=10 is larger than the 5 candidates" in err
+    assert err.count("\n") == 1
+    assert ncf_lastfm.main([f"--split={prefix}", "--num_epoch=0", "--quiet", "--top_k=5",
+                            f"--output_dir={tmp_path / 'p'}"]) == 0
+    metrics = json.load(open(tmp_path / "p" / "metrics.json"))
+    assert metrics["settings"]["num_eval_negatives"] == 5          # the file's, not 99
+
+
+def test_output_dir_that_cannot_be_written_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, out, err = run_main(capsys, "--dataset=sample", "--quiet",
+                              f"--output_dir={blocker}")
+    assert code == 1 and str(blocker) in err and "choose another folder" in err
+    assert "free space" not in err and "data:" not in out and err.count("\n") == 1
 
 
 def test_load_of_a_model_for_other_data_is_one_line(trained, capsys, tmp_path):
