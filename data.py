@@ -7,15 +7,21 @@ In:  three CSV files in the notebook's format (downloaded from a URL, read from 
        lastfm_user.csv    user_id, gender, age, country
 Out: `Plays` (the listened user-artist pairs as NumPy arrays, duplicates merged, plus artist names)
      and `Split` (leave-one-out test set with sampled candidates, optional validation, train rows).
-Refuses: a missing or empty file, a missing column, a missing, non-integer or negative id, an
-     artist id absent from lastfm_artist.csv, non-numeric or negative plays. Each refusal is a
+Refuses: a missing or empty file, a missing column, a row with more fields than the header, a
+     missing, non-integer or negative id, ids so sparse that tables of one row per id up to the
+     largest would be mostly empty, an artist id absent from lastfm_artist.csv or named twice
+     with different names, non-numeric, infinite or negative plays. Each refusal is a
      `DataError` (a ValueError) whose message names the file, the column, the bad value and what
-     is accepted. CRLF line ends and a UTF-8 byte-order mark are accepted.
+     is accepted. CRLF line ends, a UTF-8 byte-order mark and a trailing comma are accepted.
+     The NCF paper's split files are refused for the same kinds of faults, and also for a test
+     pair that is in the training file, or a .test.negative line without negatives.
 """
+import csv
 import dataclasses
 import os
 import time
 import urllib.parse
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -29,7 +35,8 @@ COLUMNS = {
     ARTIST_FILE: ["artist_id", "artist_name"],
     USER_FILE: ["user_id", "gender", "age", "country"],
 }
-CACHE_VERSION = 1
+CACHE_VERSION = 2           # 2: rebuilds caches written before the sparse-id and name checks
+MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 
 
 def error_reason(error, line=0):
@@ -188,22 +195,44 @@ def _read_csv(path, name):
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: the file is empty; expected a header "
                         f"{','.join(COLUMNS[name])} and rows")
-    options = dict(encoding="utf-8-sig", dtype={"artist_name": str},
+    # index_col=False: without it, rows with one field more than the header make pandas take
+    # the first column as the index and shift every other column. With it, a trailing comma is
+    # harmless and a first row with extra fields raises a ParserWarning (made an error here); a
+    # later one is a ParserError with its line.
+    options = dict(encoding="utf-8-sig", dtype={"artist_name": str}, index_col=False,
                    keep_default_na=name != ARTIST_FILE, low_memory=False)
     try:
-        if os.path.getsize(path) < 50_000_000:
-            frame = pd.read_csv(path, **options)
-        else:  # the 360K plays: in pieces, with a progress bar on a terminal
-            chunks = pd.read_csv(path, chunksize=2_000_000, **options)
-            frame = pd.concat(list(tqdm(chunks, desc=f"reading {name}", unit=" x 2M rows",
-                                        disable=None, leave=False)), ignore_index=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            if os.path.getsize(path) < 50_000_000:
+                frame = pd.read_csv(path, **options)
+            else:  # the 360K plays: in pieces, with a progress bar on a terminal
+                chunks = pd.read_csv(path, chunksize=2_000_000, **options)
+                frame = pd.concat(list(tqdm(chunks, desc=f"reading {name}", unit=" x 2M rows",
+                                            disable=None, leave=False)), ignore_index=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header "
                         f"{','.join(COLUMNS[name])} and rows") from None
+    except pd.errors.ParserWarning as warning:
+        raise DataError(f"{path}: {_first_extra_field(path) or error_reason(warning)}; remove the "
+                        "extra fields or quote values that hold a comma") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a readable CSV file ({error_reason(error, -1)})") from None
     frame.attrs["path"] = path
     return frame
+
+
+def _first_extra_field(path):
+    """'row N has M fields but the header has H' for the first row with more fields than the
+    header, a single trailing comma aside; or None. Only called on a file pandas refused."""
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        rows = csv.reader(stream)
+        header = next(rows, [])
+        for line, row in enumerate(rows, start=2):
+            extra = row[len(header):]
+            if len(extra) > 1 or any(field.strip() for field in extra):
+                return f"row {line} has {len(row)} fields but the header has {len(header)}"
+    return None
 
 
 def _read_frames(frames):
@@ -217,6 +246,13 @@ def _read_frames(frames):
     user_df_ids = _integer_column(frames[USER_FILE], USER_FILE, "user_id")
     if len(users) == 0:
         raise DataError(f"{_where(play_df, PLAY_FILE)}: no rows; expected at least one play")
+    # Before any table of one row per id is made:
+    _check_dense_ids("artist_id", [(_where(play_df, PLAY_FILE), artists, _csv_row),
+                                   (_where(artist_df, ARTIST_FILE), known_artists, _csv_row)])
+    _check_dense_ids("user_id", [(_where(play_df, PLAY_FILE), users, _csv_row),
+                                 (_where(frames[USER_FILE], USER_FILE), user_df_ids, _csv_row)])
+    artist_names = artist_df["artist_name"].fillna("").astype(str).to_numpy()
+    _check_one_name_per_artist(known_artists, artist_names, _where(artist_df, ARTIST_FILE))
     num_artists = int(max(known_artists.max(initial=-1), artists.max()) + 1)
     known = np.zeros(num_artists, bool)
     known[known_artists] = True
@@ -227,8 +263,46 @@ def _read_frames(frames):
                         f"is not in {ARTIST_FILE}; every played artist needs a name there")
     num_users = int(max(users.max(), user_df_ids.max(initial=-1)) + 1)
     names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
-    names[known_artists] = artist_df["artist_name"].fillna("").astype(str).to_numpy()
+    names[known_artists] = artist_names
     return _merge_pairs(users, artists, counts, names, num_users, num_artists)
+
+
+def _check_dense_ids(column, sources):
+    """Refuses ids far sparser than 0..n-1: the model and the samplers keep a row for every id up
+    to the largest, so 2 ids of which one is 10**14 would ask for 10**14 rows. Allowed: largest
+    id + 1 <= 10 * (distinct ids) + 1000, and < 2**31. Ids are 0 or more. `sources`: (file,
+    ids, place) with place(index) naming where ids[index] is, as "row 5"."""
+    size = max(int(ids.max(initial=-1)) for _, ids, _ in sources) + 1
+    if size <= min(10 * sum(len(ids) for _, ids, _ in sources) + 1000, MAX_TABLE_ROWS):
+        seen = np.zeros(size, bool)  # small: at most 10 entries per id given, plus 1000
+        for _, ids, _ in sources:
+            seen[ids] = True
+        distinct = int(seen.sum())
+    else:  # too sparse even if every id given were distinct: count them only for the message
+        distinct = len(_sorted_unique(np.concatenate([ids for _, ids, _ in sources])))
+    if size <= min(10 * distinct + 1000, MAX_TABLE_ROWS):
+        return
+    where, ids, place = next(source for source in sources
+                             if source[1].max(initial=-1) == size - 1)
+    raise DataError(f"{where}: {column} {size - 1:,} ({place(int(np.argmax(ids)))}) is far "
+                    f"beyond the {distinct:,} distinct {column}s; every id up to the largest "
+                    f"gets a table row, so renumber the ids 0..{distinct - 1}")
+
+
+def _check_one_name_per_artist(artist_ids, names, where):
+    """Refuses an artist_id listed twice with different names (the same name twice is fine)."""
+    order = np.argsort(artist_ids, kind="stable")
+    clash = (artist_ids[order][1:] == artist_ids[order][:-1]) & \
+        (names[order][1:] != names[order][:-1])
+    if clash.any():
+        first, second = order[np.argmax(clash)], order[np.argmax(clash) + 1]
+        raise DataError(f"{where}: artist_id {artist_ids[first]} is named {names[first]!r} (row "
+                        f"{first + 2}) and {names[second]!r} (row {second + 2}); give each "
+                        "artist_id one name")
+
+
+def _csv_row(index):
+    return f"row {index + 2}"  # row 1 is the header
 
 
 def _where(frame, name):
@@ -252,7 +326,9 @@ def _integer_column(frame, name, column, numeric_only=False):
         array = values.to_numpy(np.int64)
     else:
         numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna() | (~numeric_only & (numbers != np.floor(numbers)))
+        # inf and numbers beyond int64 would cast to garbage (with a RuntimeWarning)
+        bad = numbers.isna() | ~(numbers.abs() < 2.0**63) | \
+            (~numeric_only & (numbers != np.floor(numbers)))
         if numeric_only:
             bad |= numbers.isna()
         if bad.any():
@@ -387,11 +463,19 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
     key = rng.random(len(users))                          # a random order within each user
     counts = np.bincount(users, minlength=plays.num_users)
     free = plays.num_artists - counts
-    if num_eval_negatives > free[counts >= 2].max(initial=0):
-        most = int(free[counts >= 2].max(initial=0))
+    if not (counts >= 2).any():
+        raise DataError(f"no user has played 2 or more artists (the data has {len(users):,} "
+                        "user-artist pairs, one per user), so none can have an artist held out "
+                        "for testing and another to train on; the data needs such users")
+    most = int(free[counts >= 2].max())
+    if num_eval_negatives > most == 0:
+        raise DataError("every user with 2 or more artists has played all "
+                        f"{plays.num_artists:,} artists, so no unplayed artist is left to be a "
+                        "test candidate; the data needs artists some such users did not play")
+    if num_eval_negatives > most:
         raise DataError(f"NUM_EVAL_NEGATIVES={num_eval_negatives} is larger than the artists any "
                         f"testable user has not played (at most {most}); use "
-                        f"--num_eval_negatives={max(most, 1)} or less")
+                        f"--num_eval_negatives={most} or less")
     testable = (counts >= 2) & (free >= num_eval_negatives)
     assert (users[1:] >= users[:-1]).all(), "Plays are sorted by user"
     # The held-out artist is the user's lowest key, the validation artist the second lowest:
@@ -479,9 +563,11 @@ def read_ncf_split(prefix, seed, validation=False):
             raise DataError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
     train = _read_rating(paths[0])
     test = _read_rating(paths[1])
-    negatives = _read_negatives(paths[2], len(test[0]))
+    negatives, negative_lines = _read_negatives(paths[2], len(test[0]))
+    _check_split_ids(paths, train, test, negatives, negative_lines)
     num_users = int(max(train[0].max(), test[0].max())) + 1
     num_items = int(max(train[1].max(), test[1].max(), negatives.max(initial=0))) + 1
+    _check_no_test_pair_in_train(paths, train, test, num_items)
     users = np.concatenate([train[0], test[0]])
     items = np.concatenate([train[1], test[1]])
     plays = _merge_pairs(users, items, np.ones(len(users), np.int64),
@@ -514,9 +600,34 @@ def read_ncf_split(prefix, seed, validation=False):
     return plays, split
 
 
+def _check_split_ids(paths, train, test, negatives, negative_lines):
+    """The sparse-id check of the CSVs, for the split files (before any table is made)."""
+    def line(index):
+        return f"line {index + 1}"
+
+    def negative_line(index):
+        return f"line {negative_lines[index // negatives.shape[1]]}"
+    _check_dense_ids("user id", [(paths[0], train[0], line), (paths[1], test[0], line)])
+    _check_dense_ids("item id", [(paths[0], train[1], line), (paths[1], test[1], line),
+                                 (paths[2], negatives.ravel(), negative_line)])
+
+
+def _check_no_test_pair_in_train(paths, train, test, num_items):
+    """A test pair also in training would be scored with the answer in the training data."""
+    leaked = np.isin(test[0] * num_items + test[1], train[0] * num_items + train[1])
+    if leaked.any():
+        row = int(np.argmax(leaked))
+        raise DataError(f"{paths[1]}: test pair (user {test[0][row]}, item {test[1][row]}) on "
+                        f"line {row + 1} is also in {paths[0]}, as are {int(leaked.sum()):,} of "
+                        f"the {len(leaked):,} test pairs; remove them from the training file")
+
+
 def _read_rating(path):
     try:
         frame = pd.read_csv(path, sep="\t", header=None, usecols=[0, 1])
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error_reason(error)}); expected "
+                        "tab-separated user, item, ... lines") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
         raise DataError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
     if not all(pd.api.types.is_integer_dtype(t) for t in frame.dtypes) or (frame < 0).any().any():
@@ -525,12 +636,27 @@ def _read_rating(path):
 
 
 def _read_negatives(path, num_rows):
-    with open(path) as stream:
-        lines = [line.rstrip("\r\n").split("\t")[1:] for line in stream if line.strip()]
+    """-> (negatives (num_rows, num_negatives) int64, the file's line number of each row)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            numbered = [(number, line.rstrip("\r\n").split("\t")[1:])
+                        for number, line in enumerate(stream, start=1) if line.strip()]
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error_reason(error)}); expected lines of "
+                        "(user,item) then negative item ids, tab-separated") from None
+    lines = [fields for _, fields in numbered]
     if len(lines) != num_rows or len({len(line) for line in lines}) != 1:
         raise DataError(f"{path}: expected {num_rows} lines, one per test row, each with the "
                         "same number of negatives")
+    if not lines[0]:
+        raise DataError(f"{path}: line {numbered[0][0]} has no negatives after its (user,item); "
+                        "each line needs the test pair, then its negative item ids, tab-separated")
     try:
-        return np.array(lines, dtype=np.int64)
+        negatives = np.array(lines, dtype=np.int64)
     except ValueError:
         raise DataError(f"{path}: negatives must be integer item ids") from None
+    if (negatives < 0).any():
+        row = int(np.argmax((negatives < 0).any(axis=1)))
+        raise DataError(f"{path}: negatives must be integer item ids of 0 or more (line "
+                        f"{numbered[row][0]} has {negatives[row].min()})")
+    return negatives, np.array([number for number, _ in numbered], np.int64)

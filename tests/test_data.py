@@ -1,5 +1,6 @@
 """Contracts of data.py: reading and checking the CSVs, the split, the paper's file format."""
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -166,3 +167,140 @@ def test_paper_format_round_trip(tmp_path):
     pairs = set(zip(split.train_users, split.train_items)) | set(zip(split.valid_users, split.valid_items))
     back_pairs = set(zip(back.train_users, back.train_items)) | set(zip(back.valid_users, back.valid_items))
     assert pairs == back_pairs
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs an audit found to end in a traceback, a memory error or a silent wrong answer
+
+@pytest.mark.parametrize("column, largest, message", [
+    ("artist_id", 10**14, r"lastfm_play.csv: artist_id 100,000,000,000,000 \(row 3\) is far "
+                          r"beyond the 6 distinct artist_ids; .* renumber the ids 0..5"),
+    ("user_id", 10**14, r"lastfm_play.csv: user_id 100,000,000,000,000 \(row 10\) is far "
+                        r"beyond the 4 distinct user_ids; .* renumber the ids 0..3"),
+    ("artist_id", 1060, "artist_id 1,060"),   # 1061 rows > 10 * 6 distinct + 1000
+])
+def test_ids_too_sparse_for_a_table_are_refused_before_it_is_made(tmp_path, column, largest,
+                                                                  message):
+    play, artist, user = tiny_frames()
+    if column == "artist_id":  # artist 5 (unplayed) becomes `largest`, played by user 0
+        artist.loc[5, "artist_id"] = play.loc[1, "artist_id"] = largest
+    else:                      # user 3 (one play) becomes `largest`
+        user.loc[3, "user_id"] = play.loc[8, "user_id"] = largest
+    folder = write_csvs(tmp_path, play, artist, user)
+    with pytest.raises(data.DataError, match=message):
+        data.load_folder(folder, use_cache=False)
+
+
+def test_gaps_in_ids_within_ten_times_the_count_plus_1000_are_accepted(tmp_path):
+    play, artist, user = tiny_frames()
+    artist.loc[5, "artist_id"] = play.loc[1, "artist_id"] = 1059  # 1060 rows = 10 * 6 + 1000
+    plays = data.load_folder(write_csvs(tmp_path, play, artist, user), use_cache=False)
+    assert plays.num_artists == 1060 and 1059 in plays.artist_ids
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused_a_trailing_comma_is_not(tmp_path):
+    folder = write_csvs(tmp_path, *tiny_frames())
+    path = os.path.join(folder, data.PLAY_FILE)
+    lines = open(path).read().splitlines()
+    expected = data.load_folder(folder, use_cache=False)
+    for extra in (lambda i: ",9" if i == 1 else "",          # only the first row: no shift
+                  lambda i: ",9" if i else "",               # every row: no shift to an index
+                  lambda i: ",9" if i == 3 else ""):         # a later row
+        with open(path, "w") as stream:
+            stream.write("\n".join(line + extra(i) for i, line in enumerate(lines)) + "\n")
+        with pytest.raises(data.DataError, match=r"lastfm_play.csv: .*(row|line) [24]") as caught:
+            data.load_folder(folder, use_cache=False)
+        assert "\n" not in str(caught.value)
+    with open(path, "w") as stream:
+        stream.write("\n".join(line + ("," if i else "") for i, line in enumerate(lines)) + "\n")
+    plays = data.load_folder(folder, use_cache=False)
+    assert np.array_equal(plays.play_counts, expected.play_counts)
+    assert np.array_equal(plays.artist_ids, expected.artist_ids)
+
+
+def test_an_artist_id_with_two_names_is_refused_and_the_same_name_twice_is_not(tmp_path):
+    play, artist, user = tiny_frames()
+    same = pd.concat([artist, artist.iloc[[2]]], ignore_index=True)
+    plays = data.load_folder(write_csvs(tmp_path / "same", play, same, user), use_cache=False)
+    assert list(plays.artist_names) == list(artist.artist_name)
+    clash = pd.concat([artist, pd.DataFrame({"artist_id": [2], "artist_name": ["other"]})],
+                      ignore_index=True)
+    with pytest.raises(data.DataError, match=r"artist_id 2 is named 'a2' \(row 4\) and 'other' "
+                                             r"\(row 8\)"):
+        data.load_folder(write_csvs(tmp_path / "clash", play, clash, user), use_cache=False)
+
+
+@pytest.mark.parametrize("num_eval_negatives", [99, 1])
+def test_data_where_no_user_has_two_artists_names_that_cause(num_eval_negatives):
+    play = pd.DataFrame({"user_id": [0, 1], "artist_id": [0, 1], "plays": [5, 3]})
+    artist = pd.DataFrame({"artist_id": range(4), "artist_name": list("abcd")})
+    user = pd.DataFrame({"user_id": range(2), "gender": "", "age": -1, "country": ""})
+    with pytest.raises(data.DataError, match="no user has played 2 or more artists"):
+        data.leave_one_out(data.frames_to_plays(play, artist, user), num_eval_negatives, seed=0)
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "1e300"])
+def test_infinite_or_huge_plays_give_one_clean_error_and_no_warning(tmp_path, bad):
+    play, artist, user = tiny_frames()
+    play = play.astype(object)
+    play.loc[0, "plays"] = bad
+    folder = write_csvs(tmp_path, play, artist, user)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(data.DataError, match=rf"'plays' row 2 is ({bad}|1e\+300);"):
+            data.load_folder(folder, use_cache=False)
+
+
+def small_split(tmp_path):
+    """A split in the paper's format -> (prefix, {suffix: the file's lines})."""
+    plays = data.frames_to_plays(*data.make_planted(60, 80, 600, seed=5))
+    prefix = str(tmp_path / "s")
+    data.write_ncf_split(data.leave_one_out(plays, 5, seed=0), prefix)
+    suffixes = (".train.rating", ".test.rating", ".test.negative")
+    return prefix, {suffix: open(prefix + suffix).read().splitlines() for suffix in suffixes}
+
+
+def rewrite(path, lines):
+    with open(path, "w") as stream:
+        stream.write("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("-1", r"s.test.negative: negatives must be integer item ids of 0 or more \(line 1 has -1\)"),
+    ("99999999", r"s.test.negative: item id 99,999,999 \(line 1\) is far beyond the .* "
+                 r"distinct item ids; .* renumber"),
+])
+def test_split_negative_that_is_negative_or_huge_is_refused(tmp_path, value, message):
+    prefix, lines = small_split(tmp_path)
+    negative = lines[".test.negative"]
+    pair, first, *rest = negative[0].split("\t")
+    rewrite(prefix + ".test.negative", ["\t".join([pair, value, *rest])] + negative[1:])
+    with pytest.raises(data.DataError, match=message):
+        data.read_ncf_split(prefix, seed=0)
+
+
+def test_split_negative_file_without_negatives_is_refused(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    rewrite(prefix + ".test.negative", [line.split("\t")[0] for line in lines[".test.negative"]])
+    with pytest.raises(data.DataError, match="s.test.negative: line 1 has no negatives"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+@pytest.mark.parametrize("suffix", [".train.rating", ".test.rating", ".test.negative"])
+def test_split_file_that_is_not_utf8_is_refused(tmp_path, suffix):
+    prefix, lines = small_split(tmp_path)
+    with open(prefix + suffix, "ab") as stream:
+        stream.write(b"\xff\xfe\n")
+    with pytest.raises(data.DataError, match=f"s{suffix}: not UTF-8 text"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+def test_split_test_pair_in_the_training_file_is_refused(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    test = lines[".test.rating"]
+    rewrite(prefix + ".train.rating", lines[".train.rating"] + [test[2], test[4]])
+    user, item = test[2].split("\t")[:2]
+    with pytest.raises(data.DataError, match=rf"s.test.rating: test pair \(user {user}, item "
+                                             rf"{item}\) on line 3 is also in .*s.train.rating, "
+                                             r"as are 2 of the"):
+        data.read_ncf_split(prefix, seed=0)
