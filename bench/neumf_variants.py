@@ -93,6 +93,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ncf_lastfm import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
