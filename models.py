@@ -377,6 +377,15 @@ def make_optimizer(kind, learning_rate):
     raise ValueError(f"--optimizer={kind!r} is unknown; choose lazy_adam, adam or sgd")
 
 
+def table_sizes(model):
+    """-> (users, artists) a saved or built model's tables were made for."""
+    sizes = {layer.name: layer.input_dim for layer in model.layers if hasattr(layer, "input_dim")}
+    sizes.update({layer.name: layer.num_users for layer in model.layers
+                  if isinstance(layer, UserHistory)})
+    return (max(v for k, v in sizes.items() if "user" in k),
+            max(v for k, v in sizes.items() if "item" in k))
+
+
 def load(path):
     """A model saved by `model.save(path)`, loaded in Keras' safe mode (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True,

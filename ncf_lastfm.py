@@ -17,6 +17,7 @@ constant below can be overridden as `--name=value` (lower case): `--num_epoch=3`
 """
 import ast
 import errno
+import json
 import math
 import os
 import sys
@@ -137,14 +138,14 @@ def check_settings(s):
         ("BATCH_SIZE", s["BATCH_SIZE"] >= 1, "an integer of 1 or more"),
         ("NUM_EPOCH", s["NUM_EPOCH"] >= 0, "an integer of 0 or more"),
         ("NUM_FACTOR", s["NUM_FACTOR"] >= 1, "an integer of 1 or more"),
-        ("HIDDEN_UNITS", all(isinstance(u, int) and u >= 1 for u in s["HIDDEN_UNITS"])
+        ("HIDDEN_UNITS", all(type(u) is int and u >= 1 for u in s["HIDDEN_UNITS"])
          and len(s["HIDDEN_UNITS"]) >= 1, "a tuple of positive integers like (32,16,8)"),
         ("LEARNING_RATE", s["LEARNING_RATE"] > 0, "a number above 0"),
         ("L2", s["L2"] >= 0, "a number of 0 or more"),
         ("DROPOUT", 0 <= s["DROPOUT"] < 1, "a number in [0, 1)"),
         ("PATIENCE", s["PATIENCE"] >= 1, "an integer of 1 or more"),
         ("NUM_EVAL_NEGATIVES", s["NUM_EVAL_NEGATIVES"] >= 1, "an integer of 1 or more"),
-        ("TOP_K", 1 <= s["TOP_K"] <= s["NUM_EVAL_NEGATIVES"],
+        ("TOP_K", 1 <= s["TOP_K"] <= (s["NUM_EVAL_NEGATIVES"] if not s["SPLIT"] else 10**9),
          f"an integer from 1 to NUM_EVAL_NEGATIVES={s['NUM_EVAL_NEGATIVES']} (a hit needs the "
          "held-out artist above the K-th best candidate)"),
         ("SCALE", 0 < s["SCALE"] <= 10, "a number in (0, 10]"),
@@ -167,12 +168,22 @@ def check_settings(s):
     if s["DATA_DIR"] and s["DATASET"] != "lastfm":
         raise SettingError(f"--data_dir is read by --dataset=lastfm; --dataset={s['DATASET']} "
                            "makes its data in code (drop one of them)")
+    if "SCALE" in given and s["DATASET"] != "synthetic":
+        raise SettingError("--scale sizes --dataset=synthetic only; drop it or add "
+                           "--dataset=synthetic")
+    if "ROOT_URL" in given and (s["DATA_DIR"] or s["DATASET"] != "lastfm"):
+        raise SettingError("--root_url is where --dataset=lastfm downloads from; with --data_dir "
+                           "or another --dataset nothing is downloaded (drop one of them)")
     if s["SPLIT"]:
         ignored = [f"--{k.lower()}" for k in ("DATASET", "DATA_DIR", "SCALE", "ROOT_URL",
                                                "NUM_EVAL_NEGATIVES") if k in given]
         if ignored:
             raise SettingError(f"--split reads the data and each test user's candidates from its "
                                f"files; drop {', '.join(ignored)}")
+    if s["LOAD"] and os.path.realpath(os.path.dirname(s["LOAD"]) or ".") == os.path.realpath(
+            s["OUTPUT_DIR"]):
+        raise SettingError("--output_dir is the folder of the --load model, whose metrics.json "
+                           "records how it was trained; choose another --output_dir")
     if s["LOAD"] and (s["COMPARE"] or s["PRETRAIN"]):
         raise SettingError("--load scores one saved model; --compare and --pretrain train new "
                            "ones (drop one of them)")
@@ -192,7 +203,7 @@ def parse_user_list(text):
         raise SettingError(f"--recommend_user={text!r} must be user ids like 0 or 0,12,300")
     if not users or min(users) < 0:
         raise SettingError(f"--recommend_user={text!r} must be user ids of 0 or more")
-    return users
+    return list(dict.fromkeys(users))    # each once, in the order given
 
 
 def import_tensorflow_quietly():
@@ -224,6 +235,7 @@ def main(argv=None):
         os.environ["TQDM_DISABLE"] = "1"   # tqdm >= 4.66 reads it for every bar
     import_tensorflow_quietly()
     import data
+    import tensorflow
     import training
     try:
         return run(settings, given)
@@ -238,10 +250,21 @@ def main(argv=None):
         print(f"error: {error.strerror or error} ({error.filename or settings['OUTPUT_DIR']}); "
               f"{advice} another folder (--output_dir, --export_split)", file=sys.stderr)
         return 1
+    except (MemoryError, tensorflow.errors.ResourceExhaustedError):
+        print("error: out of memory; lower --num_factor, --hidden_units, --neg_ratio or "
+              "--batch_size", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         folder = settings["OUTPUT_DIR"]
-        print(f"\ninterrupted: the last complete epoch's checkpoint is in {folder}/; run the same "
-              "command with --resume to continue", file=sys.stderr)
+        saved = [name for name in os.listdir(folder) if name.startswith("checkpoint-")
+                 and name.endswith(".json")] if os.path.isdir(folder) else []
+        if settings["COMPARE"] or not saved:
+            print("\ninterrupted" + (" before the first epoch ended; nothing to resume" if not saved
+                  else "; --resume continues one model's run, not --compare: run it again"),
+                  file=sys.stderr)
+        else:
+            print(f"\ninterrupted: the last complete epoch's checkpoint is in {folder}/; run the "
+                  "same command with --resume to continue", file=sys.stderr)
         return 130
 
 
@@ -261,6 +284,8 @@ def run(s, given):
 
     # 1. Load data: three CSVs -> listened (user, artist) pairs --------------------------------
     # 2. Split: one held-out artist per user, 99 unplayed candidates (the notebook's hit_ratio_df)
+    if s["LOAD"]:
+        check_load_data(s)
     if s["SPLIT"]:
         plays, split = data.read_ncf_split(s["SPLIT"], s["SEED"], validation=with_validation)
         s["NUM_EVAL_NEGATIVES"] = int(split.test_negatives.shape[1])   # the file's, recorded
@@ -369,6 +394,31 @@ def train_and_evaluate(s, name, split, log, pretrained=None):
     return result
 
 
+def check_load_data(s):
+    """With --load, the data settings in the metrics.json beside the model (when there is one)
+    must be this run's: on another seed's split, say, the model's training artists would be
+    among the test artists, and it would score too well. A --split on either side is not
+    compared: its files decide the test artists (and an exported split read back is the same)."""
+    import data
+    path = os.path.join(os.path.dirname(s["LOAD"]) or ".", "metrics.json")
+    try:
+        with open(path) as stream:
+            saved = json.load(stream)["settings"]
+        if saved.get("split") or s["SPLIT"]:
+            return
+        now = {**s, "DATA_DIR": os.path.realpath(s["DATA_DIR"]) if s["DATA_DIR"] else ""}
+        saved["data_dir"] = os.path.realpath(saved["data_dir"]) if saved["data_dir"] else ""
+        differ = [f"--{k.lower()}={saved[k.lower()]!r}" for k in ("DATASET", "DATA_DIR", "SCALE",
+                                                                "SEED")
+                  if saved[k.lower()] != now[k]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return                                      # no record to check against
+    if differ:
+        raise data.DataError(f"--load={s['LOAD']} was trained with {', '.join(differ)} ({path}); "
+                             "scored on other data its training artists could be test artists: "
+                             "use those settings")
+
+
 def load_model_for(path, split):
     """A saved model whose tables fit this data, or a one-line DataError."""
     import data
@@ -380,11 +430,7 @@ def load_model_for(path, split):
     except Exception as error:  # not a Keras file, or one made by other code
         reason = data.error_reason(error).split(". ")[0].rstrip(".")[:300]   # its first sentence
         raise data.DataError(f"--load={path}: not a model this script saved ({reason})") from None
-    sizes = {layer.name: layer.input_dim for layer in model.layers if hasattr(layer, "input_dim")}
-    sizes.update({layer.name: layer.num_users for layer in model.layers
-                  if isinstance(layer, models.UserHistory)})
-    users = max(v for k, v in sizes.items() if "user" in k)
-    items = max(v for k, v in sizes.items() if "item" in k)
+    users, items = models.table_sizes(model)
     if (users, items) != (split.num_users, split.num_items):
         raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "
                              f"artists, the data {split.num_users:,} and {split.num_items:,}; "

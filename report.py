@@ -105,11 +105,17 @@ def item_embedding_name(model):
 
 
 def find_artist(plays, name):
-    """The artist id whose name matches (case-insensitive), or a DataError with suggestions."""
+    """The artist id whose name matches (case-insensitive; between names that differ only in
+    case, the exact spelling decides), or a DataError with suggestions."""
     lowered = np.array([str(n).lower() for n in plays.artist_names])
     matches = np.flatnonzero(lowered == name.lower())
-    if len(matches):
-        return int(matches[0])
+    exact = [int(m) for m in matches if plays.artist_names[m] == name]
+    if exact or len(matches) == 1:
+        return exact[0] if exact else int(matches[0])
+    if len(matches) > 1:      # names that differ only in case: the user must say which
+        spelled = ", ".join(repr(str(plays.artist_names[m])) for m in matches[:5])
+        raise data.DataError(f"--similar_to: {len(matches)} artists are named {name!r} apart "
+                             f"from case ({spelled}); write the name as one of them")
     close = difflib.get_close_matches(name.lower(), lowered.tolist(), n=5, cutoff=0.6)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     raise data.DataError(f"--similar_to: no artist named {name!r} in the data{hint}")

@@ -150,6 +150,12 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))  # as stored
     if resume:
         model, state = checkpoints.load(fingerprint)
+        if models.table_sizes(model) != (split.num_users, split.num_items):
+            users, items = models.table_sizes(model)
+            raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} has "
+                                f"{users:,} users and {items:,} artists, the data now "
+                                f"{split.num_users:,} and {split.num_items:,}; the data changed "
+                                "since it was made, so run without --resume")
         history, best, start = state["history"], state["best"], state["epoch"]
         log(f"resumed from {checkpoints.model_path} after epoch {start}")
     for epoch in range(start, num_epoch):

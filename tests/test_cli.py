@@ -54,6 +54,10 @@ def run_main(capsys, *argv):
      "--model=pop has none"),
     (["--compare", "--recommend_user=0"], "--compare trains five"),
     (["--load=x.keras", "--compare"], "--load scores one saved model"),
+    (["--dataset=sample", "--scale=0.5"], "--scale sizes --dataset=synthetic only"),
+    (["--data_dir=/tmp", "--root_url=https://example.org/"], "--root_url is where"),
+    (["--hidden_units=(True,)"], "--hidden_units=(True,) is out of range"),
+    (["--load=out/mlp.keras", "--output_dir=out"], "--output_dir is the folder of the --load"),
 ])
 def test_bad_settings_exit_2_with_one_line(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
@@ -187,6 +191,39 @@ def test_load_scores_without_training_unless_asked_and_names_a_model_mismatch(tr
     assert code == 2 and "holds a mlp model, not --model=gmf" in err and err.count("\n") == 1
 
 
+def test_load_on_other_data_settings_than_its_metrics_json_is_one_line(trained, capsys,
+                                                                       tmp_path):
+    code, out, err = run_main(capsys, f"--data_dir={trained['folder']}", "--seed=1", "--quiet",
+                              f"--load={trained['output'] / 'mlp.keras'}",
+                              f"--output_dir={tmp_path}")
+    assert code == 2 and "was trained with --seed=42" in err and err.count("\n") == 1
+
+
+def test_split_candidates_beyond_99_allow_a_top_k_beyond_99(tmp_path, capsys):
+    plays = data.frames_to_plays(*data.make_planted(40, 400, 1_200, seed=2))
+    prefix = str(tmp_path / "wide")
+    data.write_ncf_split(data.leave_one_out(plays, 150, seed=1), prefix)
+    assert ncf_lastfm.main([f"--split={prefix}", "--num_epoch=0", "--quiet", "--top_k=120",
+                            f"--output_dir={tmp_path / 'o'}"]) == 0
+    metrics = json.load(open(tmp_path / "o" / "metrics.json"))
+    assert metrics["settings"]["num_eval_negatives"] == 150 and metrics["settings"]["top_k"] == 120
+
+
+def test_resume_after_the_data_changed_size_is_one_line(planted_dir, tmp_path, capsys):
+    argv = [f"--data_dir={planted_dir}", "--quiet", f"--output_dir={tmp_path}"]
+    assert ncf_lastfm.main(argv + ["--num_epoch=1"]) == 0
+    plays = pd.read_csv(os.path.join(planted_dir, data.PLAY_FILE))
+    users = pd.read_csv(os.path.join(planted_dir, data.USER_FILE))
+    newcomer = int(users.user_id.max()) + 1
+    extra = plays.head(3).assign(user_id=newcomer)
+    pd.concat([plays, extra]).to_csv(os.path.join(planted_dir, data.PLAY_FILE), index=False)
+    pd.concat([users, users.tail(1).assign(user_id=newcomer)]).to_csv(
+        os.path.join(planted_dir, data.USER_FILE), index=False)
+    capsys.readouterr()
+    code, out, err = run_main(capsys, *argv, "--num_epoch=2", "--resume")
+    assert code == 1 and "the data changed since it was made" in err and err.count("\n") == 1
+
+
 def test_damaged_checkpoint_on_resume_is_one_line(planted_dir, tmp_path, capsys):
     argv = [f"--data_dir={planted_dir}", "--quiet", "--num_epoch=1", f"--output_dir={tmp_path}"]
     assert ncf_lastfm.main(argv) == 0
@@ -230,9 +267,11 @@ def test_output_dir_that_cannot_be_written_fails_before_training(tmp_path, capsy
 
 
 def test_load_of_a_model_for_other_data_is_one_line(trained, capsys, tmp_path):
+    alone = tmp_path / "alone"            # no metrics.json beside it: the sizes are checked
+    alone.mkdir()
+    (alone / "mlp.keras").write_bytes((trained["output"] / "mlp.keras").read_bytes())
     code, out, err = run_main(capsys, "--dataset=sample", "--num_epoch=0", "--quiet",
-                              f"--load={trained['output'] / 'mlp.keras'}",
-                              f"--output_dir={tmp_path}")
+                              f"--load={alone / 'mlp.keras'}", f"--output_dir={tmp_path / 'o'}")
     assert code == 2 and "the model has 400 users" in err and err.count("\n") == 1
 
 
@@ -348,3 +387,22 @@ def test_pretrain_with_sgd_trains_the_towers_with_adam_and_fine_tunes_with_sgd(c
                             f"--output_dir={tmp_path}")
     assert code == 0 and "hit ratio : " in out
     assert made == ["lazy_adam", "lazy_adam", "sgd"]                 # gmf, mlp, then neumf
+
+
+def test_similar_to_names_that_differ_only_in_case_need_the_exact_spelling():
+    import report
+
+    class Plays:
+        artist_names = np.array(["Michel Teló", "MICHEL TELÓ", "Jason Mraz"], dtype=object)
+    assert report.find_artist(Plays, "MICHEL TELÓ") == 1
+    assert report.find_artist(Plays, "Michel Teló") == 0
+    assert report.find_artist(Plays, "jason mraz") == 2
+    with pytest.raises(data.DataError, match="2 artists are named 'michel teló' apart from case"):
+        report.find_artist(Plays, "michel teló")
+
+
+def test_out_of_memory_is_one_line(capsys, tmp_path):
+    code, out, err = run_main(capsys, "--dataset=sample", "--num_factor=10000000000",
+                              "--num_epoch=0", "--quiet", f"--output_dir={tmp_path}")
+    assert code == 1 and err.startswith("error: out of memory; lower --num_factor")
+    assert err.count("\n") == 1
