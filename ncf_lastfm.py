@@ -145,7 +145,7 @@ def check_settings(s):
         ("DROPOUT", 0 <= s["DROPOUT"] < 1, "a number in [0, 1)"),
         ("PATIENCE", s["PATIENCE"] >= 1, "an integer of 1 or more"),
         ("NUM_EVAL_NEGATIVES", s["NUM_EVAL_NEGATIVES"] >= 1, "an integer of 1 or more"),
-        ("TOP_K", 1 <= s["TOP_K"] <= (s["NUM_EVAL_NEGATIVES"] if not s["SPLIT"] else 10**9),
+        ("TOP_K", s["TOP_K"] >= 1 and (s["SPLIT"] or s["TOP_K"] <= s["NUM_EVAL_NEGATIVES"]),
          f"an integer from 1 to NUM_EVAL_NEGATIVES={s['NUM_EVAL_NEGATIVES']} (a hit needs the "
          "held-out artist above the K-th best candidate)"),
         ("SCALE", 0 < s["SCALE"] <= 10, "a number in (0, 10]"),
