@@ -45,6 +45,12 @@ def error_reason(error, line=0):
     return (str(error).strip().splitlines() or [type(error).__name__])[line]
 
 
+def first_sentence(error, limit=300):
+    """The first sentence of `error_reason(error)`, at most `limit` characters: library messages
+    go on with advice that is not the user's."""
+    return error_reason(error).split(". ")[0].rstrip(".")[:limit]
+
+
 class DataError(ValueError):
     """Bad input data or an unreachable source: the message is meant for the user as it is."""
 

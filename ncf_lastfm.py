@@ -256,8 +256,7 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         folder = settings["OUTPUT_DIR"]
-        saved = [name for name in os.listdir(folder) if name.startswith("checkpoint-")
-                 and name.endswith(".json")] if os.path.isdir(folder) else []
+        saved = training.Checkpoints.any_in(folder)
         if settings["COMPARE"] or not saved:
             print("\ninterrupted" + (" before the first epoch ended; nothing to resume" if not saved
                   else "; --resume continues one model's run, not --compare: run it again"),
@@ -428,8 +427,8 @@ def load_model_for(path, split):
     try:
         model = models.load(path)
     except Exception as error:  # not a Keras file, or one made by other code
-        reason = data.error_reason(error).split(". ")[0].rstrip(".")[:300]   # its first sentence
-        raise data.DataError(f"--load={path}: not a model this script saved ({reason})") from None
+        raise data.DataError(f"--load={path}: not a model this script saved "
+                             f"({data.first_sentence(error)})") from None
     users, items = models.table_sizes(model)
     if (users, items) != (split.num_users, split.num_items):
         raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "

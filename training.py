@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import evaluate
-from data import atomic_write
+from data import atomic_write, first_sentence
 import models
 import sampling
 
@@ -95,6 +95,12 @@ class Checkpoints:
         self.state_path = os.path.join(folder, f"checkpoint-{label}.json")
         self.best_path = os.path.join(folder, f"best-{label}.weights.h5")
 
+    @staticmethod
+    def any_in(folder):
+        """Is there a checkpoint of any model's run in `folder`?"""
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return any(name.startswith("checkpoint-") and name.endswith(".json") for name in names)
+
     def save(self, model, state):
         atomic_write(self.model_path, model.save)
         atomic_write(self.state_path, lambda path: write_json(path, state))
@@ -124,8 +130,8 @@ class Checkpoints:
         try:
             return models.load(self.model_path), state
         except Exception as error:  # a truncated or foreign file
-            reason = str(error).split(". ")[0][:200]
-            raise TrainingError(damaged.format(f"{self.model_path}: {reason}")) from None
+            raise TrainingError(damaged.format(f"{self.model_path}: {first_sentence(error)}")
+                                ) from None
 
 
 def write_json(path, payload):
@@ -150,8 +156,8 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))  # as stored
     if resume:
         model, state = checkpoints.load(fingerprint)
-        if models.table_sizes(model) != (split.num_users, split.num_items):
-            users, items = models.table_sizes(model)
+        users, items = models.table_sizes(model)
+        if (users, items) != (split.num_users, split.num_items):
             raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} has "
                                 f"{users:,} users and {items:,} artists, the data now "
                                 f"{split.num_users:,} and {split.num_items:,}; the data changed "

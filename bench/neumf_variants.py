@@ -107,6 +107,7 @@ import models  # noqa: E402
 import training  # noqa: E402
 from paired import item_knn, played_matrix  # noqa: E402
 
+
 def _env(kind, name, default):
     """A setting from the environment, or a one-line exit naming the bad value."""
     text = os.environ.get(name, default)
