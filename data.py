@@ -7,14 +7,17 @@ In:  three CSV files in the notebook's format (downloaded from a URL, read from 
        lastfm_user.csv    user_id, gender, age, country
 Out: `Plays` (the listened user-artist pairs as NumPy arrays, duplicates merged, plus artist names)
      and `Split` (leave-one-out test set with sampled candidates, optional validation, train rows).
-Refuses: a missing or empty file, a missing column, a row with more fields than the header, a
-     missing, non-integer or negative id, ids so sparse that tables of one row per id up to the
-     largest would be mostly empty, an artist id absent from lastfm_artist.csv or named twice
-     with different names, non-numeric, infinite or negative plays. Each refusal is a
+Refuses: a missing or empty file, a missing column or one named twice in the header, a row with
+     more fields than the header, a missing, non-integer or negative id, ids so sparse that
+     tables of one row per id up to the largest would be mostly empty, an artist id absent from
+     lastfm_artist.csv or named twice with different names, non-numeric, infinite or negative
+     plays, an id or plays beyond the 64-bit integers (out of range). Each refusal is a
      `DataError` (a ValueError) whose message names the file, the column, the bad value and what
      is accepted. CRLF line ends, a UTF-8 byte-order mark and a trailing comma are accepted.
      The NCF paper's split files are refused for the same kinds of faults, and also for a test
-     pair that is in the training file, or a .test.negative line without negatives.
+     pair that is in the training file, a user on two lines of the test file, or a
+     .test.negative line without negatives or with an empty field (a trailing tab), naming the
+     line.
 """
 import csv
 import dataclasses
@@ -37,6 +40,7 @@ COLUMNS = {
 }
 CACHE_VERSION = 2           # 2: rebuilds caches written before the sparse-id and name checks
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
+INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
 
 
 def error_reason(error, line=0):
@@ -224,8 +228,26 @@ def _read_csv(path, name):
                         "extra fields or quote values that hold a comma") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a readable CSV file ({error_reason(error, -1)})") from None
+    _check_unique_header(path, name)
     frame.attrs["path"] = path
     return frame
+
+
+def _check_unique_header(path, name):
+    """pandas reads a repeated column name as two columns, the second renamed (plays, plays.1),
+    and the checks would silently read the first: refused. Unnamed (empty) columns aside."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            header = next((row for row in csv.reader(stream) if row), [])
+    except csv.Error:  # a header field beyond the csv module's size limit: left unchecked
+        return
+    first = {}
+    for number, column in enumerate(header, start=1):
+        if column and column in first:
+            raise DataError(f"{path}: the header names column {column!r} twice (columns "
+                            f"{first[column]} and {number}); expected one column each of "
+                            f"{', '.join(COLUMNS[name])}")
+        first.setdefault(column, number)
 
 
 def _first_extra_field(path):
@@ -316,6 +338,10 @@ def _where(frame, name):
 
 
 def _check_columns(frame, name):
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):  # a frame made in code; a file's header is checked as it is read
+        raise DataError(f"{_where(frame, name)}: column {repeated[0]!r} is given twice; "
+                        f"expected one column each of {', '.join(COLUMNS[name])}")
     missing = [column for column in COLUMNS[name] if column not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"
@@ -328,13 +354,14 @@ def _integer_column(frame, name, column, numeric_only=False):
     values = frame[column]
     where = _where(frame, name)
     kind = "a number" if numeric_only else "an integer id"
-    if pd.api.types.is_integer_dtype(values.dtype):
+    # pandas reads a column with a value from 2**63 to 2**64 - 1 as uint64: checked below
+    if pd.api.types.is_integer_dtype(values.dtype) and not (values > INT64_MAX).any():
         array = values.to_numpy(np.int64)
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         # inf and numbers beyond int64 would cast to garbage (with a RuntimeWarning)
-        bad = numbers.isna() | ~(numbers.abs() < 2.0**63) | \
-            (~numeric_only & (numbers != np.floor(numbers)))
+        in_range = numbers.abs() < 2.0**63
+        bad = numbers.isna() | ~in_range | (~numeric_only & (numbers != np.floor(numbers)))
         if numeric_only:
             bad |= numbers.isna()
         if bad.any():
@@ -342,6 +369,10 @@ def _integer_column(frame, name, column, numeric_only=False):
             value = values.iloc[row]
             value = value.item() if isinstance(value, np.generic) else value
             shown = "missing" if pd.isna(value) or value == "" else repr(value)
+            if np.isfinite(float(numbers.iloc[row])) and not in_range.iloc[row]:
+                raise DataError(f"{where}: column {column!r} row {row + 2} is {shown}; out of "
+                                f"range, expected {kind} from 0 to {INT64_MAX:,} (a 64-bit "
+                                "integer)")
             raise DataError(f"{where}: column {column!r} row {row + 2} is {shown}; "
                             f"expected {kind} (0 or more)")
         array = np.round(numbers.to_numpy(np.float64)).astype(np.int64)
@@ -569,6 +600,7 @@ def read_ncf_split(prefix, seed, validation=False):
             raise DataError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
     train = _read_rating(paths[0])
     test = _read_rating(paths[1])
+    _check_one_test_row_per_user(paths[1], test[0])
     negatives, negative_lines = _read_negatives(paths[2], len(test[0]))
     _check_split_ids(paths, train, test, negatives, negative_lines)
     num_users = int(max(train[0].max(), test[0].max())) + 1
@@ -618,6 +650,18 @@ def _check_split_ids(paths, train, test, negatives, negative_lines):
                                  (paths[2], negatives.ravel(), negative_line)])
 
 
+def _check_one_test_row_per_user(path, test_users):
+    """A user on two lines of the test file would be scored, and counted, twice."""
+    order = np.argsort(test_users, kind="stable")
+    repeats = order[1:][test_users[order][1:] == test_users[order][:-1]]
+    if len(repeats):
+        row = int(repeats.min())
+        first = int(np.argmax(test_users == test_users[row]))
+        raise DataError(f"{path}: line {row + 1} repeats user {test_users[row]} of line "
+                        f"{first + 1}; give each test user one line, the held-out item, or the "
+                        "user is counted twice in evaluation")
+
+
 def _check_no_test_pair_in_train(paths, train, test, num_items):
     """A test pair also in training would be scored with the answer in the training data."""
     leaked = np.isin(test[0] * num_items + test[1], train[0] * num_items + train[1])
@@ -636,6 +680,12 @@ def _read_rating(path):
                         "tab-separated user, item, ... lines") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
         raise DataError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
+    for column, label in ((0, "user"), (1, "item")):  # 2**63 to 2**64 - 1 are read as uint64
+        too_large = frame[column].to_numpy() > INT64_MAX
+        if pd.api.types.is_unsigned_integer_dtype(frame[column].dtype) and too_large.any():
+            row = int(np.argmax(too_large))
+            raise DataError(f"{path}: line {row + 1} has {label} {frame[column].iloc[row]}, out "
+                            f"of range; ids are integers from 0 to {INT64_MAX:,}")
     if not all(pd.api.types.is_integer_dtype(t) for t in frame.dtypes) or (frame < 0).any().any():
         raise DataError(f"{path}: user and item must be integer ids of 0 or more")
     return frame[0].to_numpy(np.int64), frame[1].to_numpy(np.int64)
@@ -651,18 +701,42 @@ def _read_negatives(path, num_rows):
         raise DataError(f"{path}: not UTF-8 text ({error_reason(error)}); expected lines of "
                         "(user,item) then negative item ids, tab-separated") from None
     lines = [fields for _, fields in numbered]
-    if len(lines) != num_rows or len({len(line) for line in lines}) != 1:
+    if len(lines) != num_rows:
         raise DataError(f"{path}: expected {num_rows} lines, one per test row, each with the "
-                        "same number of negatives")
+                        f"same number of negatives; found {len(lines)}")
     if not lines[0]:
         raise DataError(f"{path}: line {numbered[0][0]} has no negatives after its (user,item); "
                         "each line needs the test pair, then its negative item ids, tab-separated")
     try:
+        if len({len(line) for line in lines}) != 1:
+            raise ValueError("lines of different lengths")
         negatives = np.array(lines, dtype=np.int64)
-    except ValueError:
-        raise DataError(f"{path}: negatives must be integer item ids") from None
+    except (ValueError, OverflowError):
+        raise DataError(f"{path}: {_first_bad_negative_line(numbered)}") from None
     if (negatives < 0).any():
         row = int(np.argmax((negatives < 0).any(axis=1)))
         raise DataError(f"{path}: negatives must be integer item ids of 0 or more (line "
                         f"{numbered[row][0]} has {negatives[row].min()})")
     return negatives, np.array([number for number, _ in numbered], np.int64)
+
+
+def _first_bad_negative_line(numbered):
+    """What is wrong with the first of the (line number, fields) that are not integer item
+    ids, as many as on the first line. Only called on a file whose negatives did not parse."""
+    first_number, first_fields = numbered[0]
+    for number, fields in numbered:
+        for field in fields:
+            if not field.strip():
+                return (f"line {number} has an empty field (a tab at the end of the line, or two "
+                        "tabs in a row); expected negative item ids separated by single tabs")
+            try:
+                np.array([field], dtype=np.int64)
+            except ValueError:
+                return f"line {number} has {field!r}; negatives must be integer item ids"
+            except OverflowError:
+                return (f"line {number} has {field.strip()}, out of range; negatives are "
+                        f"integer item ids from 0 to {INT64_MAX:,}")
+        if len(fields) != len(first_fields):
+            return (f"line {number} has {len(fields)} negatives but line {first_number} has "
+                    f"{len(first_fields)}; each line needs the same number")
+    return "negatives must be integer item ids"

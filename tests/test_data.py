@@ -1,5 +1,6 @@
 """Contracts of data.py: reading and checking the CSVs, the split, the paper's file format."""
 import os
+import re
 import warnings
 
 import numpy as np
@@ -304,3 +305,78 @@ def test_split_test_pair_in_the_training_file_is_refused(tmp_path):
                                              rf"{item}\) on line 3 is also in .*s.train.rating, "
                                              r"as are 2 of the"):
         data.read_ncf_split(prefix, seed=0)
+
+
+def test_split_test_file_with_a_user_twice_is_refused_naming_the_line(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    test, negative = lines[".test.rating"], lines[".test.negative"]
+    rewrite(prefix + ".test.rating", test + [test[2]])          # counted twice in evaluation
+    rewrite(prefix + ".test.negative", negative + [negative[2]])
+    user = test[2].split("\t")[0]
+    with pytest.raises(data.DataError, match=rf"s.test.rating: line {len(test) + 1} repeats user "
+                                             rf"{user} of line 3; give each test user one line"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+@pytest.mark.parametrize("tab_on", ["every line", "line 4"])
+def test_split_negative_line_with_a_trailing_tab_names_the_line(tmp_path, tab_on):
+    prefix, lines = small_split(tmp_path)
+    rewrite(prefix + ".test.negative", [line + ("\t" if tab_on == "every line" or i == 3 else "")
+                                        for i, line in enumerate(lines[".test.negative"])])
+    line = 1 if tab_on == "every line" else 4
+    with pytest.raises(data.DataError, match=rf"s.test.negative: line {line} has an empty field "
+                                             r"\(a tab at the end of the line"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+@pytest.mark.parametrize("suffix, column, value, message", [   # were tracebacks
+    (".test.negative", 1, "99999999999999999999", "line 1 has 99999999999999999999, out of range"),
+    (".test.rating", 1, "18446744073709551615", "line 1 has item 18446744073709551615, out of range"),
+    (".train.rating", 0, "9223372036854775808", "line 1 has user 9223372036854775808, out of range"),
+])
+def test_split_id_beyond_int64_is_one_clean_error(tmp_path, suffix, column, value, message):
+    prefix, lines = small_split(tmp_path)
+    fields = lines[suffix][0].split("\t")
+    fields[column] = value
+    rewrite(prefix + suffix, ["\t".join(fields)] + lines[suffix][1:])
+    with pytest.raises(data.DataError, match=f"s{suffix}: {message}"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+@pytest.mark.parametrize("name, header, message", [
+    (data.PLAY_FILE, "user_id,artist_id,plays,plays", "column 'plays' twice (columns 3 and 4)"),
+    (data.ARTIST_FILE, "artist_id,artist_id,artist_name", "column 'artist_id' twice (columns 1 and 2)"),
+    (data.USER_FILE, "user_id,gender,age,country,gender", "column 'gender' twice (columns 2 and 5)"),
+])
+def test_a_column_named_twice_in_a_header_is_refused(tmp_path, name, header, message):
+    folder = write_csvs(tmp_path, *tiny_frames())
+    path = os.path.join(folder, name)
+    first, *rows = open(path).read().splitlines()
+    extra = {data.PLAY_FILE: lambda row: row + ",1", data.USER_FILE: lambda row: row + ",x",
+             data.ARTIST_FILE: lambda row: row.split(",")[0] + "," + row}[name]
+    rewrite(path, [header] + [extra(row) for row in rows])    # pandas read plays, plays.1
+    with pytest.raises(data.DataError, match=rf"{name}: the header names {re.escape(message)}; "
+                                             r"expected one column each of") as caught:
+        data.load_folder(folder, use_cache=False)
+    assert "\n" not in str(caught.value)
+    play, artist, user = tiny_frames()
+    with pytest.raises(data.DataError, match="lastfm_play.csv: column 'plays' is given twice"):
+        data.frames_to_plays(pd.concat([play, play[["plays"]]], axis=1), artist, user)
+
+
+@pytest.mark.parametrize("column, bad, shown", [
+    ("plays", "1e20", r"1e\+20"),
+    ("plays", "100000000000000000000", "100000000000000000000"),
+    ("plays", "18446744073709551615", "18446744073709551615"),   # was 'is -1' (uint64 wrapped)
+    ("user_id", "9223372036854775808", "9223372036854775808"),
+])
+def test_a_number_beyond_int64_is_out_of_range_not_not_a_number(tmp_path, column, bad, shown):
+    play, artist, user = tiny_frames()
+    play = play.astype(object)
+    play.loc[0, column] = bad
+    folder = write_csvs(tmp_path, play, artist, user)
+    kind = "a number" if column == "plays" else "an integer id"
+    with pytest.raises(data.DataError, match=rf"lastfm_play.csv: column '{column}' row 2 is "
+                                             rf"{shown}; out of range, expected {kind} from 0 to "
+                                             r"9,223,372,036,854,775,807"):
+        data.load_folder(folder, use_cache=False)
