@@ -110,6 +110,8 @@ def compare(model_ranks, classic_ranks, resamples, seed):
 
 def main(argv):
     settings = parse_args(argv)
+    from ncf_lastfm import import_tensorflow_quietly
+    import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
     import models
     from ncf_lastfm import load_model_for
     try:

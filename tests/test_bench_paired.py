@@ -77,3 +77,18 @@ def test_bad_paths_are_one_line_errors(tmp_path):
         paired.main([f"--split={tmp_path / 'none'}", "--load=x.keras"])
     with pytest.raises(SystemExit, match="unknown option"):
         paired.main(["--bogus=1"])
+
+
+def test_a_late_error_is_one_line_without_tensorflows_start_up_notes(tmp_path):
+    import subprocess
+    import data
+    plays = data.frames_to_plays(*data.make_planted(60, 40, 900, seed=2))
+    prefix = str(tmp_path / "split")
+    data.write_ncf_split(data.leave_one_out(plays, 20, seed=1), prefix)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.run([sys.executable, "bench/paired.py", f"--split={prefix}",
+                              f"--load={tmp_path / 'none.keras'}"], cwd=root,
+                             capture_output=True, text=True)
+    assert process.returncode == 1
+    assert process.stderr.splitlines() == [f"--load={tmp_path / 'none.keras'}: file not found; "
+                                           "give a .keras file a run saved"]
