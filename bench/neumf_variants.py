@@ -69,8 +69,21 @@ speed-ups), plus one change:
   ema          history_only scored with an exponential moving average of its weights over the
                training steps (Keras' use_ema, momentum $EMA_MOMENTUM, default 0.999: about the
                last 1,000 steps, 1.2 epochs of 800 steps); training goes on from its own weights
+  history_dropout  history_only whose training rows each drop $HISTORY_DROP (default 0.5) of
+               the user's artists from the sum, drawn afresh for every row and step (the sum
+               and its count over the kept ones; nothing dropped when scoring): the denoising
+               input of Mult-DAE (Liang et al. WWW 2018), so the model learns to score an
+               artist from part of a history, as it must for the held-out one
+  idf_history  history_only whose sum weights each played artist i by (training listeners of
+               i)^-$IDF_POWER (default 0.5), scaled to a mean of 1 over the training plays: item
+               kNN's cosine, sum over i of co(i, j) / sqrt(n_i n_j), counts a shared rare artist
+               that much more, where a learned sum shrinks a rare artist's row (few plays
+               against its L2)
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged. Each is the default variant, or $ENSEMBLE_OF (e.g. history_only)
+
+With `HISTORY_NORM=a`, every variant with the history input divides the user's sum by
+(count)^a instead of its square root (FISM's alpha; 1 is the mean, 0 the plain sum).
 
 With `ROW_OUT=1`, every variant with the history input leaves a training row's play (its
 first column) out of the user's sum for the row's negatives as well as for the play, so that
@@ -120,9 +133,11 @@ def _env(kind, name, default):
 VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "history_only",
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
-            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "pairwise", "ema")
+            "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "pairwise", "ema",
+            "history_dropout", "idf_history")
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
-                "history_bias", "listeners", "pairwise", "ema")
+                "history_bias", "listeners", "pairwise", "ema", "history_dropout",
+                "idf_history")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
 L2 = _env(float, "L2", "0.001")
 LEARNING_RATE = _env(float, "LEARNING_RATE", "1e-3")
@@ -140,6 +155,11 @@ DNS_POOL = _env(int, "DNS_POOL", "4")
 DNS_SHARE = _env(float, "DNS_SHARE", "0.5")
 EMA_MOMENTUM = _env(float, "EMA_MOMENTUM", "0.999")
 ROW_OUT = os.environ.get("ROW_OUT", "0") == "1"
+HISTORY_DROP = _env(float, "HISTORY_DROP", "0.5")
+if not 0 <= HISTORY_DROP < 1:
+    sys.exit(f"error: HISTORY_DROP={HISTORY_DROP} is not in [0, 1)")
+IDF_POWER = _env(float, "IDF_POWER", "0.5")
+HISTORY_NORM = _env(float, "HISTORY_NORM", "0.5")
 
 
 def scored_mask(played, items):
@@ -152,9 +172,11 @@ class UserVector(layers.Layer):
     FISM sum over their training artists other than the scored one, over sqrt(count)."""
 
     def __init__(self, num_users, num_items, dim, history=None, own_row=True, attention=0,
-                 **kwargs):
+                 drop=0.0, played_weights=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_items, self.history, self.own_row = num_items, history, own_row
+        self.num_items, self.history, self.own_row, self.drop = num_items, history, own_row, drop
+        self.played_weights = (None if played_weights is None else   # the pad's weight: 0
+                               tf.constant(np.append(played_weights, 0.0), tf.float32))
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.rows = self.add_weight(shape=(num_users, dim), initializer=init, name="rows")
         if history is not None:
@@ -168,7 +190,7 @@ class UserVector(layers.Layer):
             self.attention_out = self.add_weight(shape=(attention,), initializer="zeros",
                                                  name="att_out")
 
-    def call(self, user, items, item_vectors=None):
+    def call(self, user, items, item_vectors=None, training=None):
         if self.attention:
             return self._attended(user, items, item_vectors)
         vector = tf.gather(self.rows.value, user)                              # (n, d)
@@ -178,7 +200,7 @@ class UserVector(layers.Layer):
         vector = tf.broadcast_to(vector[:, None, :],
                                  tf.concat([tf.shape(items), tf.shape(vector)[-1:]], 0))
         if self.history is not None:
-            played, real, bag = self._played_rows(user)
+            played, real, bag = self._played_rows(user, self.drop if training else 0.0)
             penalty += BAG_L2 / L2 * tf.reduce_sum(tf.square(bag))
             if ROW_OUT:      # the row's play (column 0) left out for its negatives too
                 scored = tf.broadcast_to(scored_mask(played, items[:, :1]), tf.shape(items))
@@ -186,16 +208,24 @@ class UserVector(layers.Layer):
             else:
                 scored = scored_mask(played, items)                            # (n, c)
                 own = scored[..., None] * tf.gather(self.bag.value, items)   # (n, c, d)
+            if self.played_weights is not None:
+                bag = bag * tf.gather(self.played_weights, played)[..., None]
+                own = own * tf.gather(self.played_weights,
+                                      items[:, :1] if ROW_OUT else items)[..., None]
             total = tf.reduce_sum(bag, 1)[:, None, :] - own
             count = tf.reduce_sum(real, 1)[:, None] - scored
-            vector += total / tf.sqrt(tf.maximum(count, 1.0))[..., None]
+            vector += total / tf.maximum(count, 1.0)[..., None] ** HISTORY_NORM
         self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
         return vector
 
-    def _played_rows(self, user):
+    def _played_rows(self, user, drop=0.0):
         """-> the users' training artists (n, L) (pad = num_items), 1 for a real one (n, L),
-        and their history rows, zero for the pad (n, L, d)."""
+        and their history rows, zero for the pad (n, L, d); with `drop`, each artist of each
+        row is the pad with that chance."""
         played = tf.gather(self.history, user)
+        if drop:
+            dropped = tf.random.uniform(tf.shape(played)) < drop
+            played = tf.where(dropped, self.num_items, played)
         real = tf.cast(played < self.num_items, tf.float32)
         return played, real, tf.gather(self.bag.value, played) * real[..., None]
 
@@ -294,6 +324,8 @@ def build(split, variant):
                if variant == "history" or variant in HISTORY_ONLY else None)
     own_row = variant not in HISTORY_ONLY
     attention = ATTENTION if variant == "nais" else 0
+    drop = HISTORY_DROP if variant == "history_dropout" else 0.0
+    played_weights = idf_weights(split) if variant == "idf_history" else None
     user = keras.Input(shape=(), name="user", dtype="int32")
     item = keras.Input(shape=(None,), name="item", dtype="int32")
 
@@ -301,9 +333,9 @@ def build(split, variant):
         return models._embedding(split.num_items, FACTORS, name, L2)(item)    # (n, c, d)
 
     gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
-                          attention, name="gmf_user")
+                          attention, drop, played_weights, name="gmf_user")
     mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
-                          attention, name="mlp_user")
+                          attention, drop, played_weights, name="mlp_user")
     if variant == "shared_bag":
         gmf_item, mlp_item = BagRows(gmf_user)(item), BagRows(mlp_user)(item)
     else:
@@ -367,6 +399,12 @@ LOSSES = {
 def artist_listeners(split):
     """Training listeners per artist."""
     return np.bincount(split.train_items, minlength=split.num_items)
+
+
+def idf_weights(split):
+    """(num_items,) (training listeners)^-IDF_POWER (1 for none), mean 1 over the plays."""
+    weights = np.maximum(artist_listeners(split), 1).astype(np.float64) ** -IDF_POWER
+    return (weights / weights[split.train_items].mean()).astype(np.float32)
 
 
 def rare_play_weights(split):

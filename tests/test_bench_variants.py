@@ -1,4 +1,5 @@
 """bench/neumf_variants.py: the parts whose mistakes would silently change its numbers."""
+import itertools
 import os
 import sys
 
@@ -200,3 +201,44 @@ def test_row_out_leaves_the_rows_play_out_for_every_column(monkeypatch):
     everything = (bag[0] + bag[1] + bag[2]) / np.sqrt(3)       # column 0 unplayed: nothing out
     for column in range(3):
         assert np.allclose(vectors[1, column], everything, atol=1e-6)
+
+
+def test_history_dropout_sums_a_random_part_in_training_and_everything_when_scoring():
+    history = tf.constant([[0, 1, 2, 3, 4, 5, 6, 7]])
+    layer = neumf_variants.UserVector(1, 9, 4, history, own_row=False, drop=0.5)
+    bag = layer.bag.numpy()
+    items = tf.constant([[8, 0]])        # an unplayed artist, then a played one
+    scored = layer(tf.constant([0]), items, training=False).numpy()
+    assert np.allclose(scored[0, 0], bag[:8].sum(0) / np.sqrt(8), atol=1e-6)
+    subsets = [np.array(s) for s in itertools.product([0, 1], repeat=8)]
+    kept_counts = set()
+    for _ in range(20):
+        vectors = layer(tf.constant([0]), items, training=True).numpy()[0]
+        match = [s for s in subsets if np.allclose(
+            vectors[0], (s[:, None] * bag[:8]).sum(0) / np.sqrt(max(s.sum(), 1)), atol=1e-6)]
+        assert len(match) == 1                      # the sum over one subset of the artists
+        kept = match[0]
+        rest = kept.copy()
+        rest[0] = 0                                 # the scored artist 0 left out, same subset
+        expected = ((rest[:, None] * bag[:8]).sum(0) / np.sqrt(max(rest.sum(), 1)))
+        assert np.allclose(vectors[1], expected, atol=1e-6)
+        kept_counts.add(int(kept.sum()))
+    assert len(kept_counts) > 1 and min(kept_counts) < 8     # drawn afresh, some dropped
+
+
+def test_idf_history_weights_each_played_artist_and_the_scored_one_leaves_with_its_weight():
+    history = tf.constant([[0, 1, 2]])
+    weights = np.array([1.0, 2.0, 0.5, 3.0], np.float32)
+    layer = neumf_variants.UserVector(1, 4, 4, history, own_row=False, played_weights=weights)
+    bag = layer.bag.numpy()
+    vectors = layer(tf.constant([0]), tf.constant([[1, 3]])).numpy()
+    assert np.allclose(vectors[0, 0], (bag[0] + 0.5 * bag[2]) / np.sqrt(2), atol=1e-6)
+    assert np.allclose(vectors[0, 1], (bag[0] + 2 * bag[1] + 0.5 * bag[2]) / np.sqrt(3), atol=1e-6)
+
+
+def test_idf_weights_fall_with_listeners_and_average_one_over_the_plays(monkeypatch):
+    monkeypatch.setattr(neumf_variants, "IDF_POWER", 0.5)
+    split = type("Split", (), {"num_items": 4, "train_items": np.array([0, 0, 0, 0, 1, 2])})()
+    weights = neumf_variants.idf_weights(split)
+    assert np.isclose(weights[split.train_items].mean(), 1.0)
+    assert np.isclose(weights[1] / weights[0], 2.0) and weights[3] == weights[1]   # 4 vs 1, 0 -> 1
