@@ -271,6 +271,14 @@ def run(s, given):
     import data
     import report
     import training
+    loaded = None
+    if s["LOAD"]:     # first, so that a trained model gets its own model's defaults
+        check_load_data(s)
+        loaded = read_saved_model(s["LOAD"])
+        if "MODEL" in given and loaded.name != s["MODEL"]:
+            raise data.DataError(f"--load={s['LOAD']} holds a {loaded.name} model, not "
+                                 f"--model={s['MODEL']}; drop --model")
+        s.update(model_settings(s, loaded.name), NUM_EPOCH=s["NUM_EPOCH"])
     print("settings: " + ", ".join(f"{k.lower()}={s[k]!r}" for k in SETTINGS))
     os.makedirs(s["OUTPUT_DIR"], exist_ok=True)
     probe = os.path.join(s["OUTPUT_DIR"], ".ncf-write-test")   # fail now, not after training
@@ -283,8 +291,6 @@ def run(s, given):
 
     # 1. Load data: three CSVs -> listened (user, artist) pairs --------------------------------
     # 2. Split: one held-out artist per user, 99 unplayed candidates (the notebook's hit_ratio_df)
-    if s["LOAD"]:
-        check_load_data(s)
     if s["SPLIT"]:
         plays, split = data.read_ncf_split(s["SPLIT"], s["SEED"], validation=with_validation)
         s["NUM_EVAL_NEGATIVES"] = int(split.test_negatives.shape[1])   # the file's, recorded
@@ -315,7 +321,7 @@ def run(s, given):
         final = next(r for r in results if r["model"] == "neumf")
     else:
         pretrained = pretrain_towers(s, split, log) if s["MODEL"] == "neumf" and s["PRETRAIN"] else None
-        final = train_and_evaluate(s, s["MODEL"], split, log, pretrained)
+        final = train_and_evaluate(s, s["MODEL"], split, log, pretrained, loaded)
         popularity = evaluate_popularity(s, split)
         print(f"popularity: HR@{s['TOP_K']} {popularity['hit_ratio']:.3f}, "
               f"NDCG@{s['TOP_K']} {popularity['ndcg']:.3f}")
@@ -336,18 +342,14 @@ def model_settings(s, name):
     return {**s, **own, "MODEL": name}
 
 
-def train_and_evaluate(s, name, split, log, pretrained=None):
-    """Builds (or loads) and trains one model, then scores it on the test set -> result dict."""
-    import data
+def train_and_evaluate(s, name, split, log, pretrained=None, loaded=None):
+    """Builds (or takes the `loaded` model) and trains one model, then scores it on the test
+    set -> result dict."""
     import evaluate
     import models
     import training
-    if s["LOAD"]:
-        model = load_model_for(s["LOAD"], split)
-        if "MODEL" in s.get("_given", set()) and model.name != name:
-            raise data.DataError(f"--load={s['LOAD']} holds a {model.name} model, not "
-                                 f"--model={name}; drop --model")
-        name = s["MODEL"] = model.name      # metrics.json records the model scored
+    if loaded is not None:
+        model = check_fits(loaded, s["LOAD"], split)
         log(f"model: loaded {s['LOAD']} ({name}, {model.count_params():,} weights)")
     elif name == "pop":
         return {"model": "pop", **evaluate_popularity(s, split), "best_epoch": 0,
@@ -418,17 +420,23 @@ def check_load_data(s):
                              "use those settings")
 
 
-def load_model_for(path, split):
-    """A saved model whose tables fit this data, or a one-line DataError."""
+def read_saved_model(path):
+    """A model a run saved, or a one-line DataError."""
     import data
     import models
     if not os.path.isfile(path):
         raise data.DataError(f"--load={path}: file not found; give a .keras file a run saved")
     try:
-        model = models.load(path)
+        return models.load(path)
     except Exception as error:  # not a Keras file, or one made by other code
         raise data.DataError(f"--load={path}: not a model this script saved "
                              f"({data.first_sentence(error)})") from None
+
+
+def check_fits(model, path, split):
+    """The model, if its tables fit this data; else a one-line DataError."""
+    import data
+    import models
     users, items = models.table_sizes(model)
     if (users, items) != (split.num_users, split.num_items):
         raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "

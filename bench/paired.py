@@ -113,10 +113,10 @@ def main(argv):
     from ncf_lastfm import import_tensorflow_quietly
     import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
     import models
-    from ncf_lastfm import load_model_for
+    from ncf_lastfm import check_fits, read_saved_model
     try:
         _, split = data.read_ncf_split(settings["split"], seed=0)
-        model = load_model_for(settings["load"], split)
+        model = check_fits(read_saved_model(settings["load"]), settings["load"], split)
     except data.DataError as error:
         raise SystemExit(str(error)) from None
     if settings["weights"]:

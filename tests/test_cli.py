@@ -373,6 +373,16 @@ def test_history_neumf_round_trips_through_the_paper_format(planted_dir, tmp_pat
     again = json.load(open(tmp_path / "b" / "metrics.json"))
     assert first["settings"]["user_input"] == "history"
     assert again["hit_ratio"] == first["hit_ratio"] and again["ndcg"] == first["ndcg"]
+    # Trained on, without --model: with the loaded NeuMF's defaults, not the MLP's
+    assert ncf_lastfm.main(["--quiet", f"--split={tmp_path / 'split'}", "--num_epoch=1",
+                            f"--load={tmp_path / 'a' / 'neumf.keras'}",
+                            f"--output_dir={tmp_path / 'c'}"]) == 0
+    trained_on = json.load(open(tmp_path / "c" / "metrics.json"))["settings"]
+    defaults = ncf_lastfm.MODEL_DEFAULTS["neumf"]
+    assert trained_on["model"] == "neumf" and trained_on["num_epoch"] == 1
+    for key in ("NEG_RATIO", "LEARNING_RATE", "VALIDATION", "USER_INPUT"):
+        assert trained_on[key.lower()] == defaults[key], key
+    assert (tmp_path / "c" / "neumf.keras").exists()
 
 
 def test_pretrain_with_sgd_trains_the_towers_with_adam_and_fine_tunes_with_sgd(capsys,
