@@ -38,7 +38,7 @@ COLUMNS = {
     ARTIST_FILE: ["artist_id", "artist_name"],
     USER_FILE: ["user_id", "gender", "age", "country"],
 }
-CACHE_VERSION = 2           # 2: rebuilds caches written before the sparse-id and name checks
+CACHE_VERSION = 3           # 3: rebuilds caches written before the header and range checks
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
 
@@ -292,7 +292,8 @@ def _read_frames(frames):
     num_users = int(max(users.max(), user_df_ids.max(initial=-1)) + 1)
     names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
     names[known_artists] = artist_names
-    return _merge_pairs(users, artists, counts, names, num_users, num_artists)
+    return _merge_pairs(users, artists, counts, names, num_users, num_artists,
+                        _where(play_df, PLAY_FILE))
 
 
 def _check_dense_ids(column, sources):
@@ -383,7 +384,7 @@ def _integer_column(frame, name, column, numeric_only=False):
     return array
 
 
-def _merge_pairs(users, artists, counts, names, num_users, num_artists):
+def _merge_pairs(users, artists, counts, names, num_users, num_artists, where=PLAY_FILE):
     """Sums the plays of repeated (user, artist) rows; sorts by user then artist."""
     keys = users.astype(np.int64) * num_artists + artists
     order = np.argsort(keys, kind="stable")
@@ -391,6 +392,13 @@ def _merge_pairs(users, artists, counts, names, num_users, num_artists):
     starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
     unique_keys = keys[starts]
     merged = np.add.reduceat(counts[order], starts) if len(keys) else counts
+    if len(keys) > len(unique_keys):   # a sum past int64 would wrap round to a wrong count
+        totals = np.add.reduceat(counts[order].astype(np.float64), starts)
+        if (totals >= 2.0**63).any():
+            key = unique_keys[int(np.argmax(totals >= 2.0**63))]
+            raise DataError(f"{where}: the plays of user_id {key // num_artists} and artist_id "
+                            f"{key % num_artists} over their repeated rows add up to more than "
+                            f"{INT64_MAX:,} (a 64-bit integer); expected smaller play counts")
     return Plays(user_ids=(unique_keys // num_artists).astype(np.int32),
                  artist_ids=(unique_keys % num_artists).astype(np.int32),
                  play_counts=merged, artist_names=names, num_users=num_users,

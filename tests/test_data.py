@@ -380,3 +380,20 @@ def test_a_number_beyond_int64_is_out_of_range_not_not_a_number(tmp_path, column
                                              rf"{shown}; out of range, expected {kind} from 0 to "
                                              r"9,223,372,036,854,775,807"):
         data.load_folder(folder, use_cache=False)
+
+
+def test_repeated_rows_whose_plays_add_up_past_int64_are_refused_not_wrapped(tmp_path):
+    play, artist, user = tiny_frames()
+    big = 2**62 + 1                     # each fits in int64, twice does not
+    play = pd.concat([play, play.iloc[[0]]], ignore_index=True)
+    play.loc[[0, len(play) - 1], "plays"] = big
+    folder = write_csvs(tmp_path, play, artist, user)
+    with pytest.raises(data.DataError, match=rf"lastfm_play.csv: the plays of user_id "
+                                             rf"{play.user_id[0]} and artist_id "
+                                             rf"{play.artist_id[0]} over their repeated rows add "
+                                             r"up to more than 9,223,372,036,854,775,807"):
+        data.load_folder(folder, use_cache=False)
+    play.loc[[0, len(play) - 1], "plays"] = 2**61      # the same rows, summed within range
+    merged = data.load_folder(write_csvs(tmp_path / "ok", play, artist, user), use_cache=False)
+    first = (merged.user_ids == play.user_id[0]) & (merged.artist_ids == play.artist_id[0])
+    assert merged.play_counts[first].tolist() == [2**62]
