@@ -5,6 +5,7 @@ Run from the repository root, on a split in the NCF paper's format (`--export_sp
     python bench/neumf_variants.py --split=PREFIX --seed=S [--variants=default,softmax,...]
     python bench/neumf_variants.py --split=PREFIX --seed=S --export_validation=OUT
     python bench/neumf_variants.py --split=PREFIX --seed=S --by_popularity
+    python bench/neumf_variants.py --split=PREFIX --seed=S --variants=V --adjust=-0.2,0,0.2
 The second form writes OUT.train.rating / .test.rating / .test.negative with the validation
 artists as the held-out ones (and the training rows without them), so that
 `../shared/tools/peers_bench.py ncf OUT` scores the classic recommenders on the same validation
@@ -90,9 +91,14 @@ first column) out of the user's sum for the row's negatives as well as for the p
 the play and its negatives are scored against the same user vector (by default each negative
 is scored against the whole history, the play included).
 
-`--by_popularity` trains the default NeuMF once and prints its validation HR@10 beside item
-kNN's (cosine, every neighbour, as peers_bench.py scores it), by how many training users
-played the held-out artist.
+`--by_popularity` trains the default NeuMF (or the one variant given with `--variants`) once
+and prints its validation HR@10 beside item kNN's (cosine, every neighbour, as peers_bench.py
+scores it), by how many training users played the held-out artist.
+
+`--adjust=b1,b2,...` trains one variant once and prints its validation HR@10 and NDCG@10 with
+each candidate's logit lowered by b * log(1 + its training listeners), for each b: b > 0 takes a
+popularity prior out of the ranking (item kNN's cosine divides by the square root of the
+candidate's listeners), b < 0 adds one.
 
 Training stops after 3 epochs without a better validation HR@10 (at most 30); the best epoch's
 validation HR@10 and NDCG@10 are printed, as a Markdown table.
@@ -576,9 +582,12 @@ def item_knn_scores(split, users, items):
     return item_knn(played)(users, items), played.sum(0)
 
 
-def by_popularity(split, seed, log):
-    """Validation HR@10 of NeuMF and item kNN by the held-out artist's training listeners."""
-    *_, neumf = train(split, "default", seed, log)
+def by_popularity(split, seed, log, variant="default"):
+    """Validation HR@10 of NeuMF (`variant`) and item kNN by the held-out artist's training
+    listeners."""
+    if variant == "ensemble":
+        sys.exit("error: --by_popularity trains one NeuMF; give one variant but ensemble")
+    *_, neumf = train(split, variant, seed, log)
     items = np.concatenate([split.valid_items[:, None], split.valid_negatives], 1)
     knn, listeners = item_knn_scores(split, split.valid_users, items)
     neumf_scores = neumf(split.valid_users, items)
@@ -604,6 +613,23 @@ def by_popularity(split, seed, log):
           f"candidates: {rare.mean():.0%}).")
 
 
+def popularity_adjusted(split, seed, log, variant, betas):
+    """Validation HR@10 / NDCG@10 of one trained NeuMF (`variant`) whose logits are lowered by
+    beta * log(1 + training listeners) of each candidate, for each beta: how much of the
+    model's ranking is a popularity prior that item kNN's cosine (over sqrt of the candidate's
+    listeners) does not have."""
+    epoch, *_, neumf = train(split, variant, seed, log)
+    items = np.concatenate([split.valid_items[:, None], split.valid_negatives], 1)
+    logits = neumf(split.valid_users, items)
+    prior = np.log1p(artist_listeners(split))[items]
+    print(f"| beta | valid HR@10 | valid NDCG@10 |   ({variant}, best epoch {epoch})")
+    print("| --- | --- | --- |")
+    for beta in betas:
+        hits, gains = evaluate.hits_and_gains(
+            evaluate.ranks_against(*_columns(logits - beta * prior)), TOP_K)
+        print(f"| {beta:g} | {hits.mean():.4f} | {gains.mean():.4f} |")
+
+
 def _columns(scores):
     return scores[:, 0], scores[:, 1:]
 
@@ -619,7 +645,7 @@ def export_validation(split, prefix):
 
 def main(argv):
     settings = {"split": "", "seed": "42", "variants": ",".join(VARIANTS), "export_validation": "",
-                "by_popularity": ""}
+                "by_popularity": "", "adjust": ""}
     for argument in argv:
         key, _, value = argument.lstrip("-").partition("=")
         if key not in settings:
@@ -643,8 +669,17 @@ def main(argv):
         print("\n".join(export_validation(split, settings["export_validation"])))
         return
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    if settings["adjust"]:
+        try:
+            betas = [float(beta) for beta in settings["adjust"].split(",")]
+        except ValueError:
+            sys.exit(f"error: --adjust={settings['adjust']!r}: give numbers, like 0,0.1,0.2")
+        return popularity_adjusted(split, seed, log, variants[0], betas)
     if settings["by_popularity"]:
-        return by_popularity(split, seed, log)
+        if len(variants) != 1 and settings["variants"] != ",".join(VARIANTS):
+            sys.exit("error: --by_popularity trains one variant; give at most one in --variants")
+        return by_popularity(split, seed, log,
+                             variants[0] if len(variants) == 1 else "default")
     rows = [run_variant(split, variant, seed, log) for variant in variants]
     print(f"NeuMF variants on the validation artists of {settings['split']} (seed {seed}, "
           f"{len(split.valid_users):,} users)\n")

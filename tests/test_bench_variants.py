@@ -242,3 +242,19 @@ def test_idf_weights_fall_with_listeners_and_average_one_over_the_plays(monkeypa
     weights = neumf_variants.idf_weights(split)
     assert np.isclose(weights[split.train_items].mean(), 1.0)
     assert np.isclose(weights[1] / weights[0], 2.0) and weights[3] == weights[1]   # 4 vs 1, 0 -> 1
+
+
+def test_popularity_adjusted_lowers_each_logit_by_beta_log_listeners(monkeypatch, capsys):
+    plays = data.frames_to_plays(*data.make_planted(60, 80, 600, seed=5))
+    split = data.leave_one_out(plays, 20, seed=0, validation=True)
+    prior = np.log1p(neumf_variants.artist_listeners(split))
+    # A "model" that ranks by the same prior: beta 1 takes all of it out (every logit 0: ties,
+    # which count against the held-out artist), beta 0 leaves the popularity ranking
+    monkeypatch.setattr(neumf_variants, "train",
+                        lambda *a: (3, 0, 0, 0, lambda users, items: prior[items]))
+    neumf_variants.popularity_adjusted(split, 0, print, "history_only", [0, 1])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
+    items = np.concatenate([split.valid_items[:, None], split.valid_negatives], 1)
+    popularity = (prior[items][:, 1:] >= prior[items][:, :1]).sum(1) < 10
+    assert float(rows[0][2]) == round(popularity.mean(), 4) and popularity.mean() > 0.2
+    assert float(rows[1][2]) == 0.0 and float(rows[1][3]) == 0.0
