@@ -83,6 +83,10 @@ speed-ups), plus one change:
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged. Each is the default variant, or $ENSEMBLE_OF (e.g. history_only)
 
+With `LOSS=name` (one of bce, pairwise, softmax, ...: the losses the variants use), every
+variant trains with that loss, e.g. `LOSS=pairwise --variants=default`: BPR's pairwise loss with
+the user's id as input.
+
 With `HISTORY_NORM=a`, every variant with the history input divides the user's sum by
 (count)^a instead of its square root (FISM's alpha; 1 is the mean, 0 the plain sum).
 
@@ -166,6 +170,7 @@ if not 0 <= HISTORY_DROP < 1:
     sys.exit(f"error: HISTORY_DROP={HISTORY_DROP} is not in [0, 1)")
 IDF_POWER = _env(float, "IDF_POWER", "0.5")
 HISTORY_NORM = _env(float, "HISTORY_NORM", "0.5")
+LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 
 
 def scored_mask(played, items):
@@ -368,7 +373,7 @@ def build(split, variant):
     optimizer = (AveragingLazyAdam(LEARNING_RATE, use_ema=True, ema_momentum=EMA_MOMENTUM)
                  if variant == "ema" else models.make_optimizer("lazy_adam", LEARNING_RATE))
     model.compile(optimizer,
-                  loss=LOSSES.get(variant, LOSSES["bce"]),
+                  loss=LOSSES[LOSS] if LOSS else LOSSES.get(variant, LOSSES["bce"]),
                   steps_per_execution=models.STEPS_PER_CALL)
     return model
 
@@ -656,6 +661,8 @@ def main(argv):
     unknown = [v for v in variants if v not in VARIANTS]
     if not settings["split"] or unknown:
         sys.exit(f"error: give --split=PREFIX and --variants from {', '.join(VARIANTS)}")
+    if LOSS and LOSS not in LOSSES:
+        sys.exit(f"error: LOSS={LOSS!r}: give one of {', '.join(LOSSES)}")
     if ENSEMBLE_OF not in VARIANTS or ENSEMBLE_OF == "ensemble":
         sys.exit(f"error: ENSEMBLE_OF={ENSEMBLE_OF!r}: give one of the variants but ensemble")
     if not settings["seed"].isdigit():
