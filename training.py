@@ -130,8 +130,10 @@ class Checkpoints:
         try:
             return models.load(self.model_path), state
         except Exception as error:  # a truncated or foreign file
-            raise TrainingError(damaged.format(f"{self.model_path}: {first_sentence(error)}")
-                                ) from None
+            reason = first_sentence(error)
+            if "file not found" in reason.lower():    # Keras' words for a file it cannot open
+                reason = "not a readable Keras file (cut short, or not one this script saved)"
+            raise TrainingError(damaged.format(f"{self.model_path}: {reason}")) from None
 
 
 def write_json(path, payload):
@@ -179,10 +181,11 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
                            callbacks=[keras.callbacks.TerminateOnNaN()])
         loss = float(fitted.history["loss"][-1])
         if not math.isfinite(loss):
+            kept = (f"the last good checkpoint ({checkpoints.model_path}, epoch {epoch}) is kept"
+                    if epoch > 0 else "no epoch completed, so there is no checkpoint")
             raise TrainingError(
                 f"training diverged in epoch {epoch + 1} (loss {loss}); lower --learning_rate "
-                f"(now {learning_rate}) or --batch_size; the last good checkpoint "
-                f"({checkpoints.model_path}, epoch {epoch}) is kept")
+                f"(now {learning_rate}) or --batch_size; {kept}")
         train_seconds = time.time() - started
         scores = score_sets(model, split, top_k, validation)
         record = {"epoch": epoch + 1, "loss": loss, "sample_seconds": round(sample_seconds, 2),

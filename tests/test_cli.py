@@ -237,7 +237,12 @@ def test_damaged_checkpoint_on_resume_is_one_line(planted_dir, tmp_path, capsys)
         assert code == 1 and "a checkpoint file is damaged" in err and message in err
         assert err.count("\n") == 1
     state.write_text(text)
-    (tmp_path / "checkpoint-mlp.keras").write_bytes(b"not a zip file")
+    model = tmp_path / "checkpoint-mlp.keras"
+    model.write_bytes(model.read_bytes()[:1000])             # cut short
+    code, out, err = run_main(capsys, *argv[:-2], "--num_epoch=2", argv[-1], "--resume")
+    assert code == 1 and "a checkpoint file is damaged" in err and "checkpoint-mlp.keras" in err
+    assert "not found" not in err and err.count("\n") == 1    # the file is there
+    model.write_bytes(b"not a zip file")
     capsys.readouterr()
     code, out, err = run_main(capsys, *argv[:-2], "--num_epoch=2", argv[-1], "--resume")
     assert code == 1 and "checkpoint-mlp.keras" in err and err.count("\n") == 1
@@ -303,6 +308,10 @@ def test_diverging_run_stops_naming_the_epoch_and_keeps_the_checkpoint(planted_d
                               "--optimizer=adam")
     assert code == 1 and "training diverged in epoch" in err and "--learning_rate" in err
     assert err.count("\n") == 1
+    kept = (tmp_path / "checkpoint-mlp.keras").exists()
+    assert ("is kept" in err) == kept and ("there is no checkpoint" in err) == (not kept)
+    if "diverged in epoch 1 " in err:
+        assert not kept                     # nothing completed: no checkpoint to speak of
 
 
 def test_full_disk_is_one_line_and_no_half_written_metrics(planted_dir, tmp_path, capsys,
