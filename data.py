@@ -648,13 +648,15 @@ def read_ncf_split(prefix, seed, validation=False):
 
 def _check_split_ids(paths, train, test, negatives, negative_lines):
     """The sparse-id check of the CSVs, for the split files (before any table is made)."""
-    def line(index):
-        return f"line {index + 1}"
+    def line_in(path):
+        return lambda index: f"line {_rating_line(path, index)}"
 
     def negative_line(index):
         return f"line {negative_lines[index // negatives.shape[1]]}"
-    _check_dense_ids("user id", [(paths[0], train[0], line), (paths[1], test[0], line)])
-    _check_dense_ids("item id", [(paths[0], train[1], line), (paths[1], test[1], line),
+    _check_dense_ids("user id", [(paths[0], train[0], line_in(paths[0])),
+                                 (paths[1], test[0], line_in(paths[1]))])
+    _check_dense_ids("item id", [(paths[0], train[1], line_in(paths[0])),
+                                 (paths[1], test[1], line_in(paths[1])),
                                  (paths[2], negatives.ravel(), negative_line)])
 
 
@@ -665,8 +667,9 @@ def _check_one_test_row_per_user(path, test_users):
     if len(repeats):
         row = int(repeats.min())
         first = int(np.argmax(test_users == test_users[row]))
-        raise DataError(f"{path}: line {row + 1} repeats user {test_users[row]} of line "
-                        f"{first + 1}; give each test user one line, the held-out item, or the "
+        raise DataError(f"{path}: line {_rating_line(path, row)} repeats user "
+                        f"{test_users[row]} of line {_rating_line(path, first)}; give each test "
+                        "user one line, the held-out item, or the "
                         "user is counted twice in evaluation")
 
 
@@ -676,7 +679,7 @@ def _check_no_test_pair_in_train(paths, train, test, num_items):
     if leaked.any():
         row = int(np.argmax(leaked))
         raise DataError(f"{paths[1]}: test pair (user {test[0][row]}, item {test[1][row]}) on "
-                        f"line {row + 1} is also in {paths[0]}, as are {int(leaked.sum()):,} of "
+                        f"line {_rating_line(paths[1], row)} is also in {paths[0]}, as are {int(leaked.sum()):,} of "
                         f"the {len(leaked):,} test pairs; remove them from the training file")
 
 
@@ -692,11 +695,28 @@ def _read_rating(path):
         too_large = frame[column].to_numpy() > INT64_MAX
         if pd.api.types.is_unsigned_integer_dtype(frame[column].dtype) and too_large.any():
             row = int(np.argmax(too_large))
-            raise DataError(f"{path}: line {row + 1} has {label} {frame[column].iloc[row]}, out "
-                            f"of range; ids are integers from 0 to {INT64_MAX:,}")
+            raise DataError(f"{path}: line {_rating_line(path, row)} has {label} "
+                            f"{frame[column].iloc[row]}, out of range; ids are integers from 0 "
+                            f"to {INT64_MAX:,}")
     if not all(pd.api.types.is_integer_dtype(t) for t in frame.dtypes) or (frame < 0).any().any():
         raise DataError(f"{path}: user and item must be integer ids of 0 or more")
     return frame[0].to_numpy(np.int64), frame[1].to_numpy(np.int64)
+
+
+def _rating_line(path, row):
+    """The file's line number of data row `row` (0-based) of a .rating file, for a message:
+    pandas skips empty (or all-space) lines, so after one the row's index is not its line. Read only when a
+    message needs it."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            seen = -1
+            for number, text in enumerate(stream, start=1):
+                seen += bool(text.strip(" \r\n"))   # as pandas: tabs are fields
+                if seen == row:
+                    return number
+    except (OSError, UnicodeDecodeError):
+        pass
+    return row + 1
 
 
 def _read_negatives(path, num_rows):

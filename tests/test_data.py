@@ -397,3 +397,22 @@ def test_repeated_rows_whose_plays_add_up_past_int64_are_refused_not_wrapped(tmp
     merged = data.load_folder(write_csvs(tmp_path / "ok", play, artist, user), use_cache=False)
     first = (merged.user_ids == play.user_id[0]) & (merged.artist_ids == play.artist_id[0])
     assert merged.play_counts[first].tolist() == [2**62]
+
+
+def test_split_messages_name_the_files_line_after_an_empty_line(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    test, negative = lines[".test.rating"], lines[".test.negative"]
+    rewrite(prefix + ".test.rating", test[:2] + ["", "   "] + test[2:] + [test[2]])
+    rewrite(prefix + ".test.negative", negative + [negative[2]])
+    user = test[2].split("\t")[0]
+    with pytest.raises(data.DataError, match=rf"s.test.rating: line {len(test) + 3} repeats user "
+                                             rf"{user} of line 5; give each test user one line"):
+        data.read_ncf_split(prefix, seed=0)
+    train = lines[".train.rating"]
+    pair = "\t".join(test[1].split("\t")[:2])                 # a test pair, put in training
+    rewrite(prefix + ".test.rating", ["", ""] + test)
+    rewrite(prefix + ".test.negative", negative)
+    rewrite(prefix + ".train.rating", train + [pair + "\t1\t0"])
+    with pytest.raises(data.DataError, match=r"s.test.rating: test pair \(user \d+, item \d+\) "
+                                             r"on line 4 is also in"):
+        data.read_ncf_split(prefix, seed=0)
