@@ -80,6 +80,11 @@ speed-ups), plus one change:
                kNN's cosine, sum over i of co(i, j) / sqrt(n_i n_j), counts a shared rare artist
                that much more, where a learned sum shrinks a rare artist's row (few plays
                against its L2)
+  adamw        history_only with no L2 in the loss, and decoupled weight decay instead (AdamW,
+               Loshchilov and Hutter ICLR 2019: every weight, every table row included, times
+               1 - learning rate * $WEIGHT_DECAY (default 0.1) at every step). With L2 in the
+               loss, Adam divides each row's step by its own gradient's scale, so a row that
+               few plays train (a rare artist) is shrunk at close to the full learning rate
   ensemble     3 NeuMFs (or $ENSEMBLE) with different initial weights and negatives; their
                logits averaged. Each is the default variant, or $ENSEMBLE_OF (e.g. history_only)
 
@@ -144,10 +149,11 @@ VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "hi
             "embed_dropout",
             "average", "plateau", "decay", "rare_plays", "play_counts", "ensemble", "nais",
             "softmax_mix", "shared_bag", "dns", "history_bias", "listeners", "pairwise", "ema",
-            "history_dropout", "idf_history")
+            "history_dropout", "idf_history",
+            "adamw")
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
                 "history_bias", "listeners", "pairwise", "ema", "history_dropout",
-                "idf_history")
+                "idf_history", "adamw")
 FACTORS, NEG_RATIO, BATCH_SIZE = 128, 8, 1024
 L2 = _env(float, "L2", "0.001")
 LEARNING_RATE = _env(float, "LEARNING_RATE", "1e-3")
@@ -170,6 +176,7 @@ if not 0 <= HISTORY_DROP < 1:
     sys.exit(f"error: HISTORY_DROP={HISTORY_DROP} is not in [0, 1)")
 IDF_POWER = _env(float, "IDF_POWER", "0.5")
 HISTORY_NORM = _env(float, "HISTORY_NORM", "0.5")
+WEIGHT_DECAY = _env(float, "WEIGHT_DECAY", "0.1")
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 
 
@@ -183,8 +190,9 @@ class UserVector(layers.Layer):
     FISM sum over their training artists other than the scored one, over sqrt(count)."""
 
     def __init__(self, num_users, num_items, dim, history=None, own_row=True, attention=0,
-                 drop=0.0, played_weights=None, **kwargs):
+                 drop=0.0, played_weights=None, l2=L2, **kwargs):
         super().__init__(**kwargs)
+        self.l2 = l2
         self.num_items, self.history, self.own_row, self.drop = num_items, history, own_row, drop
         self.played_weights = (None if played_weights is None else   # the pad's weight: 0
                                tf.constant(np.append(played_weights, 0.0), tf.float32))
@@ -226,7 +234,8 @@ class UserVector(layers.Layer):
             total = tf.reduce_sum(bag, 1)[:, None, :] - own
             count = tf.reduce_sum(real, 1)[:, None] - scored
             vector += total / tf.maximum(count, 1.0)[..., None] ** HISTORY_NORM
-        self.add_loss(L2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
+        if self.l2:
+            self.add_loss(self.l2 * penalty / tf.cast(tf.shape(user)[0], tf.float32))
         return vector
 
     def _played_rows(self, user, drop=0.0):
@@ -337,16 +346,17 @@ def build(split, variant):
     attention = ATTENTION if variant == "nais" else 0
     drop = HISTORY_DROP if variant == "history_dropout" else 0.0
     played_weights = idf_weights(split) if variant == "idf_history" else None
+    l2 = 0.0 if variant == "adamw" else L2          # adamw: decay in the optimizer instead
     user = keras.Input(shape=(), name="user", dtype="int32")
     item = keras.Input(shape=(None,), name="item", dtype="int32")
 
     def item_rows(name):
-        return models._embedding(split.num_items, FACTORS, name, L2)(item)    # (n, c, d)
+        return models._embedding(split.num_items, FACTORS, name, l2)(item)    # (n, c, d)
 
     gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
-                          attention, drop, played_weights, name="gmf_user")
+                          attention, drop, played_weights, l2, name="gmf_user")
     mlp_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
-                          attention, drop, played_weights, name="mlp_user")
+                          attention, drop, played_weights, l2, name="mlp_user")
     if variant == "shared_bag":
         gmf_item, mlp_item = BagRows(gmf_user)(item), BagRows(mlp_user)(item)
     else:
@@ -371,7 +381,9 @@ def build(split, variant):
         logit = layers.Add()([logit, layers.Reshape((-1,))(bias)])
     model = keras.Model([user, item], logit)
     optimizer = (AveragingLazyAdam(LEARNING_RATE, use_ema=True, ema_momentum=EMA_MOMENTUM)
-                 if variant == "ema" else models.make_optimizer("lazy_adam", LEARNING_RATE))
+                 if variant == "ema" else
+                 models.LazyAdam(LEARNING_RATE, weight_decay=WEIGHT_DECAY) if variant == "adamw"
+                 else models.make_optimizer("lazy_adam", LEARNING_RATE))
     model.compile(optimizer,
                   loss=LOSSES[LOSS] if LOSS else LOSSES.get(variant, LOSSES["bce"]),
                   steps_per_execution=models.STEPS_PER_CALL)

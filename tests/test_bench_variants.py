@@ -258,3 +258,22 @@ def test_popularity_adjusted_lowers_each_logit_by_beta_log_listeners(monkeypatch
     popularity = (prior[items][:, 1:] >= prior[items][:, :1]).sum(1) < 10
     assert float(rows[0][2]) == round(popularity.mean(), 4) and popularity.mean() > 0.2
     assert float(rows[1][2]) == 0.0 and float(rows[1][3]) == 0.0
+
+
+def test_adamw_has_no_l2_in_the_loss_and_decays_every_row_in_the_optimizer():
+    plays = data.frames_to_plays(*data.make_planted(60, 80, 600, seed=5))
+    split = data.leave_one_out(plays, 20, seed=0, validation=True)
+    model = neumf_variants.build(split, "adamw")
+    users = np.array([0, 1], np.int32)
+    items = np.array([[1, 2], [3, 4]], np.int32)
+    model({"user": users, "item": items})
+    assert not model.losses                               # no L2 penalty term
+    table = next(v for v in model.trainable_variables if v.path.endswith("gmf_user/bag"))
+    seen = set(split.train_items[np.isin(split.train_users, users)]) | set(items.ravel())
+    row = next(i for i in range(split.num_items) if i not in seen)   # no step looks it up
+    untouched = table.numpy()[row].copy()
+    assert np.abs(untouched).sum() > 0
+    dataset = [({"user": users, "item": items}, np.array([[1, 0], [1, 0]], np.float32))]
+    model.fit(dataset[0][0], dataset[0][1], epochs=1, verbose=0, batch_size=2)
+    decay = 1 - neumf_variants.LEARNING_RATE * neumf_variants.WEIGHT_DECAY
+    assert np.allclose(table.numpy()[row], untouched * decay, rtol=1e-5)
