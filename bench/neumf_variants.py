@@ -92,6 +92,9 @@ With `LOSS=name` (one of bce, pairwise, softmax, ...: the losses the variants us
 variant trains with that loss, e.g. `LOSS=pairwise --variants=default`: BPR's pairwise loss with
 the user's id as input.
 
+With `TOWERS=gmf` (or `mlp`), only that tower feeds the output layer (the other is still built,
+and unused).
+
 With `HISTORY_NORM=a`, every variant with the history input divides the user's sum by
 (count)^a instead of its square root (FISM's alpha; 1 is the mean, 0 the plain sum).
 
@@ -177,6 +180,9 @@ if not 0 <= HISTORY_DROP < 1:
 IDF_POWER = _env(float, "IDF_POWER", "0.5")
 HISTORY_NORM = _env(float, "HISTORY_NORM", "0.5")
 WEIGHT_DECAY = _env(float, "WEIGHT_DECAY", "0.1")
+TOWERS = os.environ.get("TOWERS", "")   # gmf or mlp: that tower alone feeds the output
+if TOWERS not in ("", "gmf", "mlp"):
+    sys.exit(f"error: TOWERS={TOWERS!r}: give gmf or mlp (or leave it unset for both)")
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 
 
@@ -374,7 +380,8 @@ def build(split, variant):
     hidden = layers.Concatenate()(vectors[2:])
     for units in (32, 16, 8):
         hidden = layers.Dense(units, activation="relu")(hidden)
-    logit = layers.Dense(1)(layers.Concatenate()([gmf, hidden]))
+    logit = layers.Dense(1)({"gmf": gmf, "mlp": hidden}[TOWERS] if TOWERS else
+                            layers.Concatenate()([gmf, hidden]))
     logit = layers.Reshape((-1,))(logit)
     if variant in ("item_bias", "history_bias"):
         bias = models.RowEmbedding(split.num_items, 1, embeddings_initializer="zeros")(item)
