@@ -93,7 +93,9 @@ variant trains with that loss, e.g. `LOSS=pairwise --variants=default`: BPR's pa
 the user's id as input.
 
 With `TOWERS=gmf` (or `mlp`), only that tower feeds the output layer (the other is still built,
-and unused).
+and unused). With `DOT_OUTPUT=1` the output layer is a fixed sum of its inputs, no weights
+and no bias: with `TOWERS=gmf`, the score is the plain dot product of the user's and the
+artist's vectors, as BPR's (without its item bias).
 
 With `HISTORY_NORM=a`, every variant with the history input divides the user's sum by
 (count)^a instead of its square root (FISM's alpha; 1 is the mean, 0 the plain sum).
@@ -183,6 +185,7 @@ WEIGHT_DECAY = _env(float, "WEIGHT_DECAY", "0.1")
 TOWERS = os.environ.get("TOWERS", "")   # gmf or mlp: that tower alone feeds the output
 if TOWERS not in ("", "gmf", "mlp"):
     sys.exit(f"error: TOWERS={TOWERS!r}: give gmf or mlp (or leave it unset for both)")
+DOT_OUTPUT = os.environ.get("DOT_OUTPUT", "0") == "1"   # the output: a plain sum, fixed
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 
 
@@ -380,8 +383,10 @@ def build(split, variant):
     hidden = layers.Concatenate()(vectors[2:])
     for units in (32, 16, 8):
         hidden = layers.Dense(units, activation="relu")(hidden)
-    logit = layers.Dense(1)({"gmf": gmf, "mlp": hidden}[TOWERS] if TOWERS else
-                            layers.Concatenate()([gmf, hidden]))
+    output = (layers.Dense(1, use_bias=False, kernel_initializer="ones", trainable=False)
+              if DOT_OUTPUT else layers.Dense(1))
+    logit = output({"gmf": gmf, "mlp": hidden}[TOWERS] if TOWERS else
+                   layers.Concatenate()([gmf, hidden]))
     logit = layers.Reshape((-1,))(logit)
     if variant in ("item_bias", "history_bias"):
         bias = models.RowEmbedding(split.num_items, 1, embeddings_initializer="zeros")(item)
