@@ -93,7 +93,7 @@ variant trains with that loss, e.g. `LOSS=pairwise --variants=default`: BPR's pa
 the user's id as input.
 
 With `NEG_RATIO=n`, every variant draws n negatives per play instead of 8 (1,024 // (1 + n)
-rows a step).
+rows a step), and with `BATCH_SIZE=b` trains on b // (1 + n) rows a step.
 
 With `TOWERS=gmf` (or `mlp`), only that tower feeds the output layer (the other is still built,
 and unused). With `DOT_OUTPUT=1` the output layer is a fixed sum of its inputs, no weights
@@ -162,10 +162,11 @@ VARIANTS = ("default", "softmax", "neg32", "popneg", "item_bias", "history", "hi
 HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # no user row
                 "history_bias", "listeners", "pairwise", "ema", "history_dropout",
                 "idf_history", "adamw")
-FACTORS, BATCH_SIZE = 128, 1024
+FACTORS = 128
+BATCH_SIZE = _env(int, "BATCH_SIZE", "1024")
 NEG_RATIO = _env(int, "NEG_RATIO", "8")
-if NEG_RATIO < 1:
-    sys.exit(f"error: NEG_RATIO={NEG_RATIO} is not 1 or more")
+if NEG_RATIO < 1 or BATCH_SIZE < 1:
+    sys.exit(f"error: NEG_RATIO={NEG_RATIO} and BATCH_SIZE={BATCH_SIZE} must be 1 or more")
 L2 = _env(float, "L2", "0.001")
 LEARNING_RATE = _env(float, "LEARNING_RATE", "1e-3")
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
