@@ -618,11 +618,19 @@ def item_knn_scores(split, users, items):
     return item_knn(played)(users, items), played.sum(0)
 
 
+def one_variant(settings, flag):
+    """The one variant `flag` trains: --variants's only one, or default when none is given."""
+    given = settings["variants"].split(",")
+    if settings["variants"] == ",".join(VARIANTS):
+        return "default"
+    if len(given) != 1 or given[0] == "ensemble":
+        sys.exit(f"error: {flag} trains one NeuMF; give one variant (not ensemble) in --variants")
+    return given[0]
+
+
 def by_popularity(split, seed, log, variant="default"):
     """Validation HR@10 of NeuMF (`variant`) and item kNN by the held-out artist's training
     listeners."""
-    if variant == "ensemble":
-        sys.exit("error: --by_popularity trains one NeuMF; give one variant but ensemble")
     *_, neumf = train(split, variant, seed, log)
     items = np.concatenate([split.valid_items[:, None], split.valid_negatives], 1)
     knn, listeners = item_knn_scores(split, split.valid_users, items)
@@ -712,12 +720,9 @@ def main(argv):
             betas = [float(beta) for beta in settings["adjust"].split(",")]
         except ValueError:
             sys.exit(f"error: --adjust={settings['adjust']!r}: give numbers, like 0,0.1,0.2")
-        return popularity_adjusted(split, seed, log, variants[0], betas)
+        return popularity_adjusted(split, seed, log, one_variant(settings, "--adjust"), betas)
     if settings["by_popularity"]:
-        if len(variants) != 1 and settings["variants"] != ",".join(VARIANTS):
-            sys.exit("error: --by_popularity trains one variant; give at most one in --variants")
-        return by_popularity(split, seed, log,
-                             variants[0] if len(variants) == 1 else "default")
+        return by_popularity(split, seed, log, one_variant(settings, "--by_popularity"))
     rows = [run_variant(split, variant, seed, log) for variant in variants]
     print(f"NeuMF variants on the validation artists of {settings['split']} (seed {seed}, "
           f"{len(split.valid_users):,} users)\n")

@@ -277,3 +277,13 @@ def test_adamw_has_no_l2_in_the_loss_and_decays_every_row_in_the_optimizer():
     model.fit(dataset[0][0], dataset[0][1], epochs=1, verbose=0, batch_size=2)
     decay = 1 - neumf_variants.LEARNING_RATE * neumf_variants.WEIGHT_DECAY
     assert np.allclose(table.numpy()[row], untouched * decay, rtol=1e-5)
+
+
+def test_one_variant_is_the_only_one_given_or_default_and_refuses_several():
+    import pytest
+    everything = {"variants": ",".join(neumf_variants.VARIANTS)}
+    assert neumf_variants.one_variant(everything, "--adjust") == "default"
+    assert neumf_variants.one_variant({"variants": "ema"}, "--adjust") == "ema"
+    for bad in ("ema,default", "ensemble"):
+        with pytest.raises(SystemExit, match="--adjust trains one NeuMF"):
+            neumf_variants.one_variant({"variants": bad}, "--adjust")
