@@ -208,8 +208,8 @@ class UserVector(layers.Layer):
     def __init__(self, num_users, num_items, dim, history=None, own_row=True, attention=0,
                  drop=0.0, played_weights=None, l2=L2, **kwargs):
         super().__init__(**kwargs)
-        self.l2 = l2
-        self.num_items, self.history, self.own_row, self.drop = num_items, history, own_row, drop
+        self.num_items, self.history, self.own_row = num_items, history, own_row
+        self.drop, self.l2 = drop, l2
         self.played_weights = (None if played_weights is None else   # the pad's weight: 0
                                tf.constant(np.append(played_weights, 0.0), tf.float32))
         init = keras.initializers.RandomNormal(stddev=0.01)
