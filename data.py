@@ -38,7 +38,7 @@ COLUMNS = {
     ARTIST_FILE: ["artist_id", "artist_name"],
     USER_FILE: ["user_id", "gender", "age", "country"],
 }
-CACHE_VERSION = 3           # 3: rebuilds caches written before the header and range checks
+CACHE_VERSION = 4           # 4: caches hold which artist ids exist (gaps in the numbering)
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
 
@@ -69,6 +69,14 @@ class Plays:
     num_users: int
     num_artists: int
     num_duplicates: int = 0   # rows merged into another row of the same pair
+    artist_known: np.ndarray = None   # (num_artists,) bool: an artist with that id exists
+    # (listed in lastfm_artist.csv); False for gaps in the numbering. None: every id exists.
+
+    def artists(self):
+        """The sorted ids of the artists that exist (every id when there are no gaps)."""
+        if self.artist_known is None:
+            return np.arange(self.num_artists, dtype=np.int32)
+        return np.flatnonzero(self.artist_known).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,7 +301,7 @@ def _read_frames(frames):
     names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
     names[known_artists] = artist_names
     return _merge_pairs(users, artists, counts, names, num_users, num_artists,
-                        _where(play_df, PLAY_FILE))
+                        _where(play_df, PLAY_FILE), known)
 
 
 def _check_dense_ids(column, sources):
@@ -384,7 +392,8 @@ def _integer_column(frame, name, column, numeric_only=False):
     return array
 
 
-def _merge_pairs(users, artists, counts, names, num_users, num_artists, where=PLAY_FILE):
+def _merge_pairs(users, artists, counts, names, num_users, num_artists, where=PLAY_FILE,
+                 known=None):
     """Sums the plays of repeated (user, artist) rows; sorts by user then artist."""
     keys = users.astype(np.int64) * num_artists + artists
     order = np.argsort(keys, kind="stable")
@@ -402,7 +411,8 @@ def _merge_pairs(users, artists, counts, names, num_users, num_artists, where=PL
     return Plays(user_ids=(unique_keys // num_artists).astype(np.int32),
                  artist_ids=(unique_keys % num_artists).astype(np.int32),
                  play_counts=merged, artist_names=names, num_users=num_users,
-                 num_artists=num_artists, num_duplicates=len(keys) - len(unique_keys))
+                 num_artists=num_artists, num_duplicates=len(keys) - len(unique_keys),
+                 artist_known=known)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,7 +434,7 @@ def _read_cache(cache_path, stamp):
             names = np.array([blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
             return Plays(cache["user_ids"], cache["artist_ids"], cache["play_counts"], names,
                          int(cache["num_users"]), int(cache["num_artists"]),
-                         int(cache["num_duplicates"]))
+                         int(cache["num_duplicates"]), cache["artist_known"])
     except Exception:  # a cache that does not load is rebuilt from the CSVs
         return None
 
@@ -437,7 +447,9 @@ def _write_cache(cache_path, stamp, plays):
         arrays = dict(version=CACHE_VERSION, stamp=stamp, user_ids=plays.user_ids,
                       artist_ids=plays.artist_ids, play_counts=plays.play_counts,
                       names_blob=blob, names_offsets=offsets, num_users=plays.num_users,
-                      num_artists=plays.num_artists, num_duplicates=plays.num_duplicates)
+                      num_artists=plays.num_artists, num_duplicates=plays.num_duplicates,
+                      artist_known=plays.artist_known if plays.artist_known is not None
+                      else np.ones(plays.num_artists, bool))
         atomic_write(cache_path, lambda temporary: np.savez(temporary, **arrays))
     except OSError:  # a read-only data folder: no cache, nothing else changes
         pass
@@ -504,10 +516,11 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
     """
     rng = np.random.default_rng([seed, 1])
     users, items = plays.user_ids, plays.artist_ids
-    sampler = sampling.NegativeSampler(users, items, plays.num_users, plays.num_artists)
+    sampler = sampling.NegativeSampler(users, items, plays.num_users, plays.num_artists,
+                                       plays.artists())
     key = rng.random(len(users))                          # a random order within each user
     counts = np.bincount(users, minlength=plays.num_users)
-    free = plays.num_artists - counts
+    free = sampler.num_free
     if not (counts >= 2).any():
         raise DataError(f"no user has played 2 or more artists (the data has {len(users):,} "
                         "user-artist pairs, one per user), so none can have an artist held out "
@@ -515,7 +528,7 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
     most = int(free[counts >= 2].max())
     if num_eval_negatives > most == 0:
         raise DataError("every user with 2 or more artists has played all "
-                        f"{plays.num_artists:,} artists, so no unplayed artist is left to be a "
+                        f"{len(sampler.items):,} artists, so no unplayed artist is left to be a "
                         "test candidate; the data needs artists some such users did not play")
     if num_eval_negatives > most:
         raise DataError(f"NUM_EVAL_NEGATIVES={num_eval_negatives} is larger than the artists any "
@@ -569,7 +582,10 @@ def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=Fals
                 os.remove(os.path.join(folder, name))
             plays = load_folder(download_csvs(root_url, cache_dir, explicit_url))
         source = root_url
-    log(f"data: {plays.num_users:,} users, {plays.num_artists:,} artists, "
+    gaps = plays.num_artists - len(plays.artists())
+    artists = (f"{plays.num_artists - gaps:,} artists (ids up to {plays.num_artists - 1:,}; "
+               f"{gaps:,} gaps)" if gaps else f"{plays.num_artists:,} artists")
+    log(f"data: {plays.num_users:,} users, {artists}, "
         f"{len(plays.user_ids):,} user-artist pairs"
         + (f" ({plays.num_duplicates:,} duplicate rows merged)" if plays.num_duplicates else "")
         + f" from {source} ({time.time() - started:.1f} s)")
@@ -616,10 +632,14 @@ def read_ncf_split(prefix, seed, validation=False):
     _check_no_test_pair_in_train(paths, train, test, num_items)
     users = np.concatenate([train[0], test[0]])
     items = np.concatenate([train[1], test[1]])
+    known = np.zeros(num_items, bool)   # an item no file names is a gap in the numbering
+    for ids in (items, negatives.ravel()):
+        known[ids] = True
     plays = _merge_pairs(users, items, np.ones(len(users), np.int64),
                          np.array([f"item {i}" for i in range(num_items)], dtype=object),
-                         num_users, num_items)
-    sampler = sampling.NegativeSampler(plays.user_ids, plays.artist_ids, num_users, num_items)
+                         num_users, num_items, known=known)
+    sampler = sampling.NegativeSampler(plays.user_ids, plays.artist_ids, num_users, num_items,
+                                       plays.artists())
     test_users, test_items = test[0].astype(np.int32), test[1].astype(np.int32)
     if sampler.is_played(np.repeat(test_users, negatives.shape[1]), negatives.ravel()).any():
         raise DataError(f"{paths[2]}: a negative is an item the user played; negatives must be "

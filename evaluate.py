@@ -52,16 +52,18 @@ def hit_ratio_at_k(score, users, items, negatives, top_k, users_per_batch=20_000
 
 
 def full_ranking(score, users, items, sampler, top_k, users_per_batch=256):
-    """Full-catalogue metrics: the held-out item against every artist the user never played."""
+    """Full-catalogue metrics: the held-out item against every artist the user never played
+    (every artist that exists: ids that are gaps in the numbering are not artists)."""
     ranks = np.empty(len(users), np.int64)
-    all_items = np.arange(sampler.num_items, dtype=np.int32)
+    all_items = sampler.items                                        # (num_existing,) sorted
     for start in range(0, len(users), users_per_batch):
         batch = users[start:start + users_per_batch]
         scores = np.asarray(score(batch, np.broadcast_to(all_items, (len(batch), len(all_items)))),
-                            dtype=np.float64)                       # (batch, num_items)
-        positive = scores[np.arange(len(batch)), items[start:start + len(batch)]]
+                            dtype=np.float64)                       # (batch, num_existing)
+        column = np.searchsorted(all_items, items[start:start + len(batch)])
+        positive = scores[np.arange(len(batch)), column]
         for row, user in enumerate(batch):  # one row per user: mask what the user has played
-            scores[row, sampler.played_items(user)] = -np.inf
+            scores[row, np.searchsorted(all_items, sampler.played_items(user))] = -np.inf
         ranks[start:start + len(batch)] = ranks_against(positive, scores)
     result = metrics_from_ranks(ranks, top_k)
     result["ranks"] = ranks

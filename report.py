@@ -76,10 +76,11 @@ def recommend(model, plays, split, users, top_k, folder, shown=10):
     recommendations.csv (user_id, rank, artist_id, artist_name, score) -> that frame."""
     check_user_ids(users, split.num_users)
     scorer = models.make_scorer(model)
-    all_items = np.arange(split.num_items, dtype=np.int32)[None, :]
+    all_items = split.sampler.items   # the artists that exist, not gaps in the numbering
     rows = []
     for user in users:
-        scores = scorer(np.array([user], np.int32), all_items)[0].astype(np.float64)
+        scores = np.full(split.num_items, -np.inf)
+        scores[all_items] = scorer(np.array([user], np.int32), all_items[None, :])[0]
         played = split.sampler.played_items(user)
         scores[played] = -np.inf                    # never recommend what the user played
         top = np.argsort(-scores, kind="stable")[:top_k]
@@ -108,7 +109,9 @@ def find_artist(plays, name):
     """The artist id whose name matches (case-insensitive; between names that differ only in
     case, the exact spelling decides), or a DataError with suggestions."""
     lowered = np.array([str(n).lower() for n in plays.artist_names])
-    matches = np.flatnonzero(lowered == name.lower())
+    known = getattr(plays, "artist_known", None)
+    known = np.ones(len(lowered), bool) if known is None else known
+    matches = np.flatnonzero((lowered == name.lower()) & known)   # a gap in the ids: no artist
     exact = [int(m) for m in matches if plays.artist_names[m] == name]
     if exact or len(matches) == 1:
         return exact[0] if exact else int(matches[0])
@@ -116,7 +119,7 @@ def find_artist(plays, name):
         spelled = ", ".join(repr(str(plays.artist_names[m])) for m in matches[:5])
         raise data.DataError(f"--similar_to: {len(matches)} artists are named {name!r} apart "
                              f"from case ({spelled}); write the name as one of them")
-    close = difflib.get_close_matches(name.lower(), lowered.tolist(), n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name.lower(), lowered[known].tolist(), n=5, cutoff=0.6)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     raise data.DataError(f"--similar_to: no artist named {name!r} in the data{hint}")
 
@@ -130,6 +133,8 @@ def similar_artists(model, plays, name, count=10):
     unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
     similarity = unit @ unit[target]
     similarity[target] = -np.inf
+    if plays.artist_known is not None:
+        similarity[~plays.artist_known] = -np.inf   # gaps in the ids are not artists
     nearest = np.argsort(-similarity, kind="stable")[:count]
     print(f"artists most similar to {plays.artist_names[target]} "
           f"(cosine similarity of the {layer} table):")

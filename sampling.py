@@ -10,24 +10,42 @@ Out: `NegativeSampler.sample` draws one unplayed artist per entry, uniformly, wi
 How: for a user with sorted played artists s_0 < s_1 < ..., the r-th unplayed artist is
      r + #{j : s_j - j <= r}. One `searchsorted` over all users at once gives that count, so a
      draw is exact (never a played artist, no rejection loop) and costs the same for a user who
-     played almost everything. A user who played every artist gets no negatives.
+     played almost everything. A user who played every artist gets no negatives. Ids that are
+     gaps in the numbering (no such artist) are never drawn: the draw is over the artists that
+     exist, numbered 0..n-1 among themselves, then mapped back to their ids.
 """
 import numpy as np
 from tqdm import tqdm
 
 
 class NegativeSampler:
-    def __init__(self, user_ids, item_ids, num_users, num_items):
-        """`user_ids`, `item_ids`: all listened pairs, distinct, any order."""
+    def __init__(self, user_ids, item_ids, num_users, num_items, items=None):
+        """`user_ids`, `item_ids`: all listened pairs, distinct, any order. `items`: the ids
+        that exist, sorted (default: every id below `num_items`); ids between them (gaps in
+        the numbering) are never drawn, as negatives or candidates, and never listed."""
         self.num_users, self.num_items = int(num_users), int(num_items)
-        keys = np.sort(user_ids.astype(np.int64) * num_items + item_ids)
+        self.items = (np.arange(num_items, dtype=np.int32) if items is None
+                      else np.asarray(items, np.int32))
+        self._dense = len(self.items) == self.num_items   # then a compact id is the id
+        if not self._dense:   # draw in 0..len(items)-1 (compact ids), map back to the ids
+            self._compact = np.full(self.num_items, -1, np.int64)
+            self._compact[self.items] = np.arange(len(self.items))
+            item_ids = self._compact[item_ids]
+            if (item_ids < 0).any():
+                raise ValueError("a listened item is not among `items`")
+        self._size = len(self.items)  # the compact ids' range
+        keys = np.sort(user_ids.astype(np.int64) * self._size + item_ids)
         counts = np.bincount(user_ids, minlength=num_users)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.num_free = (num_items - counts).astype(np.int64)   # unplayed artists per user
-        users = keys // num_items
-        # (num_pairs,) sorted: user * num_items + (s_j - j), non-decreasing within a user
+        self.num_free = (self._size - counts).astype(np.int64)   # unplayed artists per user
+        users = keys // self._size
+        # (num_pairs,) sorted: user * size + (s_j - j), non-decreasing within a user
         self._keys = keys - (np.arange(len(keys)) - self.offsets[users])
         self._played_keys = keys
+
+    def _ids(self, compact):
+        """Compact ids (int) -> the items' own ids, int32."""
+        return (compact if self._dense else self.items[compact]).astype(np.int32)
 
     def sample(self, users, rng):
         """One unplayed artist for each entry of `users` -> (len(users),) int32.
@@ -50,7 +68,7 @@ class NegativeSampler:
         for start, stop in tqdm(spans, desc="sampling negatives", disable=None, leave=False):
             part = users[start:stop].astype(np.int64)
             ranks = (rng.random(len(part)) * self.num_free[part]).astype(np.int64)
-            result[start:stop] = self._sorted_lookup(part * self.num_items + ranks)
+            result[start:stop] = self._sorted_lookup(part * self._size + ranks)
         return result
 
     def _sorted_lookup(self, queries):
@@ -59,30 +77,35 @@ class NegativeSampler:
         if len(queries) == 0:
             return queries.astype(np.int32)
         queries = np.sort(queries)
-        first_user, last_user = queries[0] // self.num_items, queries[-1] // self.num_items
+        first_user, last_user = queries[0] // self._size, queries[-1] // self._size
         keys = self._keys[self.offsets[first_user]:self.offsets[last_user + 1]]
         below_each = np.searchsorted(queries, keys, side="left")   # (num_keys,)
         at_or_below = np.bincount(below_each, minlength=len(queries) + 1).cumsum()[:-1]
-        users = queries // self.num_items
-        ranks = queries - users * self.num_items
-        return (ranks + at_or_below - (self.offsets[users] - self.offsets[first_user])
-                ).astype(np.int32)
+        users = queries // self._size
+        ranks = queries - users * self._size
+        return self._ids(ranks + at_or_below - (self.offsets[users] - self.offsets[first_user]))
 
     def _rank_to_item(self, users, ranks):
-        queries = users * self.num_items + ranks
+        queries = users * self._size + ranks
         below = np.searchsorted(self._keys, queries, side="right") - self.offsets[users]
-        return (ranks + below).astype(np.int32)
+        return self._ids(ranks + below)
 
     def is_played(self, users, items):
         """Boolean array: was (users[i], items[i]) a listened pair?"""
-        keys = users.astype(np.int64) * self.num_items + items
+        items = np.asarray(items, np.int64)
+        exists = np.ones(items.shape, bool)
+        if not self._dense:   # an id in a gap, or beyond the ids, is no one's play
+            inside = (items >= 0) & (items < self.num_items)
+            items = np.where(inside, self._compact[np.where(inside, items, 0)], -1)
+            exists = items >= 0
+        keys = users.astype(np.int64) * self._size + items
         position = np.minimum(np.searchsorted(self._played_keys, keys), len(self._played_keys) - 1)
-        return self._played_keys[position] == keys
+        return exists & (self._played_keys[position] == keys)
 
     def played_items(self, user):
         """The sorted artists `user` has played (test and validation artists included)."""
         start, stop = self.offsets[user], self.offsets[user + 1]
-        return (self._played_keys[start:stop] - user * self.num_items).astype(np.int32)
+        return self._ids(self._played_keys[start:stop] - user * self._size)
 
     def sample_distinct(self, users, k, rng):
         """k distinct unplayed artists per user -> (len(users), k) int32, random order.

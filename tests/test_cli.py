@@ -1,6 +1,7 @@
 """The script end to end: settings, one-line errors, outputs, learning, resume, load."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -425,3 +426,24 @@ def test_out_of_memory_is_one_line(capsys, tmp_path):
                               "--num_epoch=0", "--quiet", f"--output_dir={tmp_path}")
     assert code == 1 and err.startswith("error: out of memory; lower --num_factor")
     assert err.count("\n") == 1
+
+
+def test_gaps_in_the_artist_ids_are_never_recommended_similar_or_named(capsys, tmp_path):
+    from conftest import write_csvs
+    play, artist, user = data.make_planted(80, 120, 1_500, seed=2)
+    folder = write_csvs(tmp_path / "csv", play.assign(artist_id=play.artist_id * 2),
+                        artist.assign(artist_id=artist.artist_id * 2), user)   # odd ids: gaps
+    common = [f"--data_dir={folder}", "--model=gmf", "--num_epoch=1", "--num_factor=8",
+              "--quiet"]
+    code, out, err = run_main(capsys, *common, "--recommend_user=0,1", "--top_k=60",
+                              "--similar_to=artist 00003", f"--output_dir={tmp_path / 'a'}")
+    assert code == 0, err
+    frame = pd.read_csv(tmp_path / "a" / "recommendations.csv")   # 60 of the ~100 unplayed
+    assert len(frame) == 120 and (frame.artist_id % 2 == 0).all()
+    assert frame.artist_name.str.fullmatch(r"artist \d{5}").all()   # a gap is "artist 7"
+    similar = out[out.index("artists most similar to"):].splitlines()[1:11]
+    assert all(re.fullmatch(r" *\d+\. artist \d{5} \(-?[\d.]+\)", line) for line in similar)
+    assert "data: 80 users, 120 artists (ids up to 238; 119 gaps)" in out
+    code, out, err = run_main(capsys, *common, "--similar_to=artist 7",
+                              f"--output_dir={tmp_path / 'b'}")
+    assert code == 2 and err.startswith("error: --similar_to: no artist named 'artist 7'")

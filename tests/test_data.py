@@ -416,3 +416,33 @@ def test_split_messages_name_the_files_line_after_an_empty_line(tmp_path):
     with pytest.raises(data.DataError, match=r"s.test.rating: test pair \(user \d+, item \d+\) "
                                              r"on line 4 is also in"):
         data.read_ncf_split(prefix, seed=0)
+
+
+def gapped_frames(num_users=60, num_artists=80, num_plays=900, seed=5):
+    """Planted data whose artist ids are 0, 2, 4, ...: every odd id is a gap (no such artist)."""
+    play, artist, user = data.make_planted(num_users, num_artists, num_plays, seed=seed)
+    return play.assign(artist_id=play.artist_id * 2), artist.assign(artist_id=artist.artist_id * 2), user
+
+
+def test_gaps_in_the_artist_ids_are_never_candidates_negatives_or_cached_away(tmp_path):
+    folder = write_csvs(tmp_path, *gapped_frames())
+    for plays in (data.load_folder(folder), data.load_folder(folder)):   # written, then cached
+        assert plays.num_artists == 159 and np.array_equal(plays.artists(), np.arange(0, 159, 2))
+        split = data.leave_one_out(plays, 40, seed=0, validation=True)
+        for drawn in (split.test_negatives, split.valid_negatives,
+                      split.sampler.sample(split.train_users, np.random.default_rng(0))):
+            assert (np.asarray(drawn) % 2 == 0).all()
+        counts = np.bincount(plays.user_ids, minlength=plays.num_users)
+        assert np.array_equal(split.sampler.num_free, 80 - counts)
+
+
+def test_an_item_id_no_split_file_names_is_never_a_validation_candidate(tmp_path):
+    plays = data.frames_to_plays(*gapped_frames())
+    split = data.leave_one_out(plays, 20, seed=0)
+    prefix = str(tmp_path / "gapped")
+    data.write_ncf_split(split, prefix)
+    _, back = data.read_ncf_split(prefix, seed=0, validation=True)
+    named = np.unique(np.concatenate([back.train_items, back.test_items, back.valid_items,
+                                      back.test_negatives.ravel()]))
+    assert (named % 2 == 0).all() and len(back.valid_users) > 0
+    assert np.isin(back.valid_negatives, named).all()

@@ -142,3 +142,18 @@ def test_history_model_saves_and_loads_with_its_plays(tmp_path):
     model.save(str(tmp_path / "m.keras"))
     loaded = models.load(str(tmp_path / "m.keras"))
     assert np.array_equal(models.make_scorer(loaded)(np.arange(30), candidates), before)
+
+
+def test_full_ranking_ranks_against_artists_that_exist_not_gaps_in_the_ids():
+    play, artist, user = data.make_planted(20, 30, 200, seed=0)
+    plays = data.frames_to_plays(play.assign(artist_id=play.artist_id * 3),
+                                 artist.assign(artist_id=artist.artist_id * 3), user)
+    split = data.leave_one_out(plays, 5, seed=0)
+    # the gaps (ids not divisible by 3) score highest: counted, they would push every held-out
+    # artist out of the top 10; the held-out artist scores above every other existing artist
+    table = np.where(np.arange(split.num_items) % 3 == 0, 0.0, 50.0)[None, :].repeat(
+        split.num_users, 0)
+    table[split.test_users, split.test_items] = 10.0
+    result = evaluate.full_ranking(scorer_from(table), split.test_users, split.test_items,
+                                   split.sampler, 10)
+    assert result["hit_ratio"] == 1.0 and (result["ranks"] == 0).all()

@@ -101,3 +101,44 @@ def test_one_pair_per_row_keeps_every_pair_and_shuffles():
     assert sorted(zip(flat_users.tolist(), flat_items[:, 0].tolist(),
                       flat_labels[:, 0].tolist())) == want
     assert not np.array_equal(flat_labels[:len(users) // 4, 0], labels[:len(users) // 4, 0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 30).flatmap(lambda size: st.tuples(
+    st.sets(st.integers(0, size - 1), min_size=2, max_size=size).map(sorted),
+    st.just(size))), st.data())
+def test_ids_that_are_gaps_in_the_numbering_are_never_drawn_nor_played(case, draw):
+    existing, num_items = case
+    existing = np.array(existing, np.int32)
+    pairs = draw.draw(st.sets(st.tuples(st.integers(0, 4), st.sampled_from(existing.tolist())),
+                              min_size=1, max_size=40))
+    users = np.array([u for u, _ in sorted(pairs)], np.int32)
+    items = np.array([i for _, i in sorted(pairs)], np.int32)
+    sampler = sampling.NegativeSampler(users, items, 5, num_items, existing)
+    gaps = np.setdiff1d(np.arange(num_items), existing)
+    rng = np.random.default_rng(draw.draw(st.integers(0, 2**31)))
+    for user in range(5):
+        unplayed = set(existing) - {i for u, i in pairs if u == user}
+        assert sampler.num_free[user] == len(unplayed)
+        assert set(sampler.played_items(user)) == {i for u, i in pairs if u == user}
+        assert not sampler.is_played(np.full(len(gaps), user), gaps).any()
+        if not unplayed:
+            continue
+        for query in (np.full(300, user), np.full(200_000, user)):   # unsorted and sorted paths
+            drawn = sampler.sample(query, rng)
+            assert set(drawn) <= unplayed
+            if len(unplayed) <= 5:
+                assert set(drawn) == unplayed
+        k = min(len(unplayed), 3)
+        distinct = sampler.sample_distinct(np.array([user]), k, rng)[0]
+        assert len(set(distinct)) == k and set(distinct) <= unplayed
+
+
+def test_with_no_gaps_naming_the_ids_draws_exactly_what_the_default_draws():
+    users = np.array([0, 0, 1, 2, 2, 2], np.int32)
+    items = np.array([1, 4, 0, 2, 3, 7], np.int32)
+    plain = sampling.NegativeSampler(users, items, 3, 9)
+    named = sampling.NegativeSampler(users, items, 3, 9, np.arange(9))
+    query = np.array([2, 0, 1, 1, 0, 2] * 50)
+    assert np.array_equal(plain.sample(query, np.random.default_rng(3)),
+                          named.sample(query, np.random.default_rng(3)))
