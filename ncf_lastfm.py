@@ -279,6 +279,7 @@ def run(s, given):
             raise data.DataError(f"--load={s['LOAD']} holds a {loaded.name} model, not "
                                  f"--model={s['MODEL']}; drop --model")
         s.update(model_settings(s, loaded.name), NUM_EPOCH=s["NUM_EPOCH"])
+        s.update(loaded_model_settings(s, loaded, given))
     print("settings: " + ", ".join(f"{k.lower()}={s[k]!r}" for k in SETTINGS))
     os.makedirs(s["OUTPUT_DIR"], exist_ok=True)
     probe = os.path.join(s["OUTPUT_DIR"], ".ncf-write-test")   # fail now, not after training
@@ -418,6 +419,25 @@ def check_load_data(s):
         raise data.DataError(f"--load={s['LOAD']} was trained with {', '.join(differ)} ({path}); "
                              "scored on other data its training artists could be test artists: "
                              "use those settings")
+
+
+def loaded_model_settings(s, model, given):
+    """The settings a --load model holds in itself (its size, L2, dropout, user input,
+    optimizer and learning rate): what metrics.json records and what it trains on with.
+    Given on the command line, a different value is refused, but for --learning_rate, which
+    training on then uses."""
+    import data
+    import models
+    own = models.settings_of(model)
+    clash = [key for key in own if key in given and key != "LEARNING_RATE" and s[key] != own[key]]
+    if clash:
+        key = clash[0]
+        raise data.DataError(f"--load={s['LOAD']} holds a model with --{key.lower()}="
+                             f"{own[key]!r}, which --{key.lower()}={s[key]!r} cannot change; "
+                             f"drop --{key.lower()}")
+    if "LEARNING_RATE" in given:
+        model.optimizer.learning_rate.assign(s["LEARNING_RATE"])
+    return {key: value for key, value in own.items() if key not in given}
 
 
 def read_saved_model(path):

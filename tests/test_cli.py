@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import data
+import models
 import ncf_lastfm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -393,6 +394,18 @@ def test_history_neumf_round_trips_through_the_paper_format(planted_dir, tmp_pat
     for key in ("NEG_RATIO", "LEARNING_RATE", "VALIDATION", "USER_INPUT"):
         assert trained_on[key.lower()] == defaults[key], key
     assert (tmp_path / "c" / "neumf.keras").exists()
+    # What the model holds in itself is recorded as it is, not NeuMF's default of 128
+    assert trained_on["num_factor"] == 16 and defaults["NUM_FACTOR"] == 128
+    assert again["settings"]["num_factor"] == 16 and again["settings"]["l2"] == defaults["L2"]
+    code, _, err = run_main(capsys, "--quiet", f"--split={tmp_path / 'split'}",
+                            f"--load={tmp_path / 'a' / 'neumf.keras'}", "--num_factor=64",
+                            f"--output_dir={tmp_path / 'd'}")
+    assert code == 2 and "holds a model with --num_factor=16, which --num_factor=64" in err
+    assert ncf_lastfm.main(["--quiet", f"--split={tmp_path / 'split'}", "--num_epoch=1",
+                            "--learning_rate=0.0002", f"--load={tmp_path / 'a' / 'neumf.keras'}",
+                            f"--output_dir={tmp_path / 'e'}"]) == 0
+    saved = models.load(str(tmp_path / "e" / "neumf.keras"))
+    assert models.settings_of(saved)["LEARNING_RATE"] == 0.0002   # trained on with it
 
 
 def test_pretrain_with_sgd_trains_the_towers_with_adam_and_fine_tunes_with_sgd(capsys,
