@@ -388,7 +388,8 @@ def table_sizes(model):
 
 def settings_of(model):
     """The settings a built or saved model holds in itself -> {"NUM_FACTOR", "HIDDEN_UNITS" (for
-    models with an MLP), "L2", "DROPOUT", "USER_INPUT", "LEARNING_RATE", "OPTIMIZER"}."""
+    models with an MLP), "L2", "DROPOUT", "USER_INPUT", and "OPTIMIZER" and "LEARNING_RATE"
+    when it was compiled with an optimizer this script makes}."""
     names = {layer.name: layer for layer in model.layers}
     item = names.get("mlp_item_embedding") or names.get("gmf_item_embedding") or \
         names["item_embedding"]
@@ -397,17 +398,19 @@ def settings_of(model):
     hidden = [names[f"{prefix}hidden_{n}"].units for n in range(1, len(names) + 1)
               if f"{prefix}hidden_{n}" in names]
     dropout = [layer.rate for layer in model.layers if isinstance(layer, layers.Dropout)]
-    kinds = {LazyAdam: "lazy_adam", LazySGD: "sgd", keras.optimizers.Adam: "adam"}
     found = {"NUM_FACTOR": int(item.output_dim),
              "L2": float(regularizer.l2) if regularizer is not None else 0.0,
              "DROPOUT": float(dropout[0]) if dropout else 0.0,
              "USER_INPUT": "history" if any(isinstance(layer, UserHistory)
-                                            for layer in model.layers) else "id",
-             # float32 in the optimizer: its shortest decimal (0.001, not 0.0010000000475)
-             "LEARNING_RATE": float(str(np.float32(model.optimizer.learning_rate.numpy()))),
-             "OPTIMIZER": kinds[type(model.optimizer)]}
+                                            for layer in model.layers) else "id"}
     if hidden:
         found["HIDDEN_UNITS"] = tuple(int(units) for units in hidden)
+    optimizer = getattr(model, "optimizer", None)    # None: saved without compiling
+    kind = {LazyAdam: "lazy_adam", LazySGD: "sgd", keras.optimizers.Adam: "adam"}.get(
+        type(optimizer))
+    if kind:   # float32 in the optimizer: its shortest decimal (0.001, not 0.0010000000475)
+        found["OPTIMIZER"] = kind
+        found["LEARNING_RATE"] = float(str(np.float32(optimizer.learning_rate.numpy())))
     return found
 
 

@@ -275,6 +275,9 @@ def run(s, given):
     if s["LOAD"]:     # first, so that a trained model gets its own model's defaults
         check_load_data(s)
         loaded = read_saved_model(s["LOAD"])
+        if loaded.name not in MODEL_DEFAULTS:   # e.g. bench/speed.py's notebook model
+            raise data.DataError(f"--load={s['LOAD']} holds a model named {loaded.name!r}; this "
+                                 f"script loads the models it makes (mlp, gmf, neumf, bpr)")
         if "MODEL" in given and loaded.name != s["MODEL"]:
             raise data.DataError(f"--load={s['LOAD']} holds a {loaded.name} model, not "
                                  f"--model={s['MODEL']}; drop --model")
@@ -300,7 +303,10 @@ def run(s, given):
                                  f"{s['NUM_EVAL_NEGATIVES']} candidates per test user in "
                                  f"{s['SPLIT']}.test.negative; use --top_k="
                                  f"{s['NUM_EVAL_NEGATIVES']} or less")
-        print(f"data: {split.num_users:,} users, {split.num_items:,} items from {s['SPLIT']}.*")
+        gaps = split.num_items - len(split.sampler.items)
+        items = (f"{split.num_items - gaps:,} items (ids up to {split.num_items - 1:,}; "
+                 f"{gaps:,} gaps)" if gaps else f"{split.num_items:,} items")
+        print(f"data: {split.num_users:,} users, {items} from {s['SPLIT']}.*")
     else:
         plays = data.load(s["DATASET"], s["DATA_DIR"], s["ROOT_URL"], s["SCALE"], s["SEED"],
                           explicit_url="ROOT_URL" in given)
@@ -429,13 +435,17 @@ def loaded_model_settings(s, model, given):
     import data
     import models
     own = models.settings_of(model)
+    if s["NUM_EPOCH"] and "OPTIMIZER" not in own:
+        raise data.DataError(f"--load={s['LOAD']} was saved without an optimizer this script "
+                             "makes (lazy_adam, adam, sgd), so it can be scored (--num_epoch=0) "
+                             "but not trained on")
     clash = [key for key in own if key in given and key != "LEARNING_RATE" and s[key] != own[key]]
     if clash:
         key = clash[0]
         raise data.DataError(f"--load={s['LOAD']} holds a model with --{key.lower()}="
                              f"{own[key]!r}, which --{key.lower()}={s[key]!r} cannot change; "
                              f"drop --{key.lower()}")
-    if "LEARNING_RATE" in given:
+    if "LEARNING_RATE" in given and "OPTIMIZER" in own:
         model.optimizer.learning_rate.assign(s["LEARNING_RATE"])
     return {key: value for key, value in own.items() if key not in given}
 

@@ -136,6 +136,7 @@ def similar_artists(model, plays, name, count=10):
     if plays.artist_known is not None:
         similarity[~plays.artist_known] = -np.inf   # gaps in the ids are not artists
     nearest = np.argsort(-similarity, kind="stable")[:count]
+    nearest = nearest[np.isfinite(similarity[nearest])]   # not itself, nor a gap in the ids
     print(f"artists most similar to {plays.artist_names[target]} "
           f"(cosine similarity of the {layer} table):")
     result = []

@@ -504,7 +504,9 @@ def mixed_softmax_rows(split, seed, epoch):
                                 np.random.default_rng([seed, 4, epoch]), power=1.0)
     inputs["item"] = np.concatenate([inputs["item"], popular], 1)
     listeners = artist_listeners(split)
-    log_q = np.log(0.5 / split.num_items + 0.5 * listeners / listeners.sum()).astype(np.float32)
+    uniform = np.zeros(split.num_items)
+    uniform[split.sampler.items] = 1.0 / len(split.sampler.items)   # gaps in the ids: never drawn
+    log_q = np.log(0.5 * uniform + 0.5 * listeners / listeners.sum() + 1e-30).astype(np.float32)
     return inputs, log_q[inputs["item"]]
 
 

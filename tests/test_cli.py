@@ -460,3 +460,40 @@ def test_gaps_in_the_artist_ids_are_never_recommended_similar_or_named(capsys, t
     code, out, err = run_main(capsys, *common, "--similar_to=artist 7",
                               f"--output_dir={tmp_path / 'b'}")
     assert code == 2 and err.startswith("error: --similar_to: no artist named 'artist 7'")
+
+
+def test_load_of_an_uncompiled_or_foreign_model_is_scored_or_refused_in_one_line(
+        planted_dir, capsys, tmp_path):
+    import keras
+    built = models.build_model("mlp", 300, 400, 8)
+    keras.Model(built.inputs, built.outputs, name="mlp").save(tmp_path / "bare.keras")
+    keras.Model(built.inputs, built.outputs, name="notebook_mlp").save(tmp_path / "other.keras")
+    common = [f"--data_dir={planted_dir}", "--quiet"]
+    code, out, err = run_main(capsys, *common, f"--load={tmp_path / 'bare.keras'}",
+                              f"--output_dir={tmp_path / 'a'}")
+    assert code == 0 and "hit ratio : " in out, err
+    code, _, err = run_main(capsys, *common, f"--load={tmp_path / 'bare.keras'}",
+                            "--num_epoch=1", f"--output_dir={tmp_path / 'b'}")
+    assert code == 2 and "saved without an optimizer this script makes" in err
+    assert err.count("\n") == 1
+    code, _, err = run_main(capsys, *common, f"--load={tmp_path / 'other.keras'}",
+                            f"--output_dir={tmp_path / 'c'}")
+    assert code == 2 and "holds a model named 'notebook_mlp'" in err and err.count("\n") == 1
+
+
+def test_similar_to_lists_only_real_artists_when_fewer_than_ten(capsys, tmp_path):
+    from conftest import write_csvs
+    play = pd.DataFrame({"user_id": [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5],
+                         "artist_id": [0, 2, 4, 2, 6, 0, 8, 4, 10, 6, 8, 10],
+                         "plays": 1})
+    artist = pd.DataFrame({"artist_id": range(0, 12, 2), "artist_name": [f"band {i}"
+                                                                         for i in range(6)]})
+    user = pd.DataFrame({"user_id": range(6), "gender": "", "age": -1, "country": ""})
+    folder = write_csvs(tmp_path / "csv", play, artist, user)           # odd ids: gaps
+    code, out, err = run_main(capsys, f"--data_dir={folder}", "--model=gmf", "--num_epoch=1",
+                              "--num_factor=4", "--num_eval_negatives=2", "--top_k=1", "--quiet",
+                              "--similar_to=band 0", f"--output_dir={tmp_path / 'o'}")
+    assert code == 0, err
+    listed = out[out.index("artists most similar to"):out.index("hit ratio")].splitlines()[1:]
+    assert len(listed) == 5 and all(re.fullmatch(r" *\d+\. band [1-5] \(-?[\d.]+\)", line)
+                                    for line in listed), listed

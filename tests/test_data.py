@@ -445,4 +445,5 @@ def test_an_item_id_no_split_file_names_is_never_a_validation_candidate(tmp_path
     named = np.unique(np.concatenate([back.train_items, back.test_items, back.valid_items,
                                       back.test_negatives.ravel()]))
     assert (named % 2 == 0).all() and len(back.valid_users) > 0
+    assert len(back.sampler.items) == len(named) < back.num_items
     assert np.isin(back.valid_negatives, named).all()
