@@ -87,6 +87,8 @@ class NcfLazyAdamApply : public OpKernel {
 
     constexpr int64_t kAhead = 8;  // prefetch the gradient rows of the row this far ahead
     auto update = [&](int64_t first, int64_t last) {
+      // local copies: read through the lambda's references, GCC does not vectorize the update
+      const float b1 = beta1, b2 = beta2, a = alpha, eps = epsilon;
       std::vector<float> sum(dim);
       for (int64_t s = first; s < last; ++s) {
         if (s + kAhead < last) {
@@ -106,11 +108,11 @@ class NcfLazyAdamApply : public OpKernel {
         float* __restrict__ row_var = var_data + base;
         const float* __restrict__ row_sum = sum.data();
         for (int64_t d = 0; d < dim; ++d) {
-          const float new_m = beta1 * row_m[d] + (1 - beta1) * row_sum[d];
-          const float new_v = beta2 * row_v[d] + (1 - beta2) * row_sum[d] * row_sum[d];
+          const float new_m = b1 * row_m[d] + (1 - b1) * row_sum[d];
+          const float new_v = b2 * row_v[d] + (1 - b2) * row_sum[d] * row_sum[d];
           row_m[d] = new_m;
           row_v[d] = new_v;
-          row_var[d] -= alpha * new_m / (std::sqrt(new_v) + epsilon);
+          row_var[d] -= a * new_m / (std::sqrt(new_v) + eps);
         }
       }
     };

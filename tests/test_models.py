@@ -105,3 +105,47 @@ def test_lazy_sgd_subtracts_the_summed_gradient_from_its_rows_only():
     for _ in range(2):
         twin.apply_gradients([(tf.convert_to_tensor(gradient), dense)])
     np.testing.assert_allclose(np.asarray(variable), np.asarray(dense), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_history_sums_and_their_gradient_equal_a_plain_gather_and_sum(graph):
+    """history_sums gathers each distinct artist once and has its own gradient; against the
+    obvious arithmetic (one gathered row per history entry, summed per user, squares too)."""
+    rng = np.random.default_rng(0)
+    num_users, num_items, dim = 7, 12, 5
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, num_users, 40),
+                                              rng.integers(0, num_items, 40))}
+    users_of, items_of = np.array(sorted(pairs)).T
+    keys, starts = models.history_keys(users_of, items_of, num_users, num_items)
+    table = tf.Variable(rng.normal(size=(num_items, dim)).astype(np.float32))
+    users = tf.constant([3, 0, 3, 6, 2, 6], tf.int32)        # repeats, and any order
+    weight = tf.constant(rng.normal(size=(6, dim)).astype(np.float32))
+    square_weight = tf.constant(rng.normal(size=6).astype(np.float32))
+
+    def loss_of(sums):
+        total, count, squares = sums
+        return tf.reduce_sum(total * weight) + tf.reduce_sum(squares * square_weight / count)
+
+    def fast():
+        with tf.GradientTape() as tape:
+            loss = loss_of(models.history_sums(tf.constant(keys), tf.constant(starts), table,
+                                               users, num_items))
+        return loss, tape.gradient(loss, table)
+
+    def plain():
+        with tf.GradientTape() as tape:
+            sums, counts, squares = [], [], []
+            for user in users.numpy():
+                rows = tf.gather(table, items_of[users_of == user])
+                sums.append(tf.reduce_sum(rows, 0))
+                counts.append(float(len(rows)))
+                squares.append(tf.reduce_sum(tf.square(rows)))
+            loss = loss_of((tf.stack(sums), tf.constant(counts), tf.stack(squares)))
+        return loss, tape.gradient(loss, table)
+
+    loss, gradient = tf.function(fast)() if graph else fast()
+    expected_loss, expected = plain()
+    assert isinstance(gradient, tf.IndexedSlices)       # rows of the table, not the whole table
+    assert len(np.unique(gradient.indices)) == len(gradient.indices)   # one row per artist
+    assert np.isclose(loss, expected_loss, rtol=1e-5)
+    assert np.allclose(tf.convert_to_tensor(gradient), tf.convert_to_tensor(expected), atol=1e-5)
