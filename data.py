@@ -582,14 +582,20 @@ def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=Fals
                 os.remove(os.path.join(folder, name))
             plays = load_folder(download_csvs(root_url, cache_dir, explicit_url))
         source = root_url
-    gaps = plays.num_artists - len(plays.artists())
-    artists = (f"{plays.num_artists - gaps:,} artists (ids up to {plays.num_artists - 1:,}; "
-               f"{gaps:,} gaps)" if gaps else f"{plays.num_artists:,} artists")
-    log(f"data: {plays.num_users:,} users, {artists}, "
+    log(f"data: {plays.num_users:,} users, "
+        f"{counted('artists', plays.num_artists, len(plays.artists()))}, "
         f"{len(plays.user_ids):,} user-artist pairs"
         + (f" ({plays.num_duplicates:,} duplicate rows merged)" if plays.num_duplicates else "")
         + f" from {source} ({time.time() - started:.1f} s)")
     return plays
+
+
+def counted(noun, num_ids, num_existing):
+    """'17,632 artists', or with gaps in the ids '120 artists (ids up to 238; 119 gaps)'."""
+    gaps = num_ids - num_existing
+    if not gaps:
+        return f"{num_ids:,} {noun}"
+    return f"{num_existing:,} {noun} (ids up to {num_ids - 1:,}; {gaps:,} gaps)"
 
 
 def write_ncf_split(split, prefix):

@@ -303,10 +303,9 @@ def run(s, given):
                                  f"{s['NUM_EVAL_NEGATIVES']} candidates per test user in "
                                  f"{s['SPLIT']}.test.negative; use --top_k="
                                  f"{s['NUM_EVAL_NEGATIVES']} or less")
-        gaps = split.num_items - len(split.sampler.items)
-        items = (f"{split.num_items - gaps:,} items (ids up to {split.num_items - 1:,}; "
-                 f"{gaps:,} gaps)" if gaps else f"{split.num_items:,} items")
-        print(f"data: {split.num_users:,} users, {items} from {s['SPLIT']}.*")
+        print(f"data: {split.num_users:,} users, "
+              f"{data.counted('items', split.num_items, len(split.sampler.items))} from "
+              f"{s['SPLIT']}.*")
     else:
         plays = data.load(s["DATASET"], s["DATA_DIR"], s["ROOT_URL"], s["SCALE"], s["SEED"],
                           explicit_url="ROOT_URL" in given)
