@@ -41,22 +41,22 @@ STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overh
 
 
 USE_KERNEL = os.environ.get("NCF_LASTFM_KERNEL", "1") != "0"   # 0: TensorFlow ops only
-KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy_adam.cc")
+KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
 KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 _kernel = None   # the loaded op library; False once it could not be built
 
 
 def fused_kernel():
-    """The compiled lazy_adam.cc op library, built with g++ on first use into a cache folder
-    (keyed by the source, TensorFlow's version and flags), or None if it cannot be built: then
-    LazyAdam uses TensorFlow ops, the same arithmetic, about half as fast."""
+    """The compiled kernels.cc op library (LazyAdam's update, the history sums), built with g++
+    on first use into a cache folder (keyed by the source, TensorFlow's version and flags), or
+    None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly."""
     global _kernel
     if _kernel is None:
         _kernel = False
         try:
             _kernel = tf.load_op_library(_build_kernel())
         except Exception as error:  # no compiler, no writable cache, another TensorFlow build
-            print(f"note: the fused LazyAdam kernel is not available "
+            print(f"note: the compiled kernels (kernels.cc) are not available "
                   f"({data.error_reason(error, -1)}); using "
                   "TensorFlow ops (same arithmetic, slower)", file=sys.stderr)
     return _kernel or None
@@ -94,7 +94,7 @@ class LazyAdam(keras.optimizers.Adam):
 
     Bias correction uses the global step, as in TensorFlow 1's LazyAdamOptimizer. Dense
     gradients (the Dense layers') get Keras' own Adam step. A table's update is one fused op
-    (lazy_adam.cc) when it can be built, else the TensorFlow ops below (same arithmetic).
+    (kernels.cc) when it can be built, else the TensorFlow ops below (same arithmetic).
     """
 
     def update_step(self, gradient, variable, learning_rate):
@@ -180,7 +180,16 @@ def history_sums(keys, starts, table, users, num_items):
     once, so the table's gradient is one row per distinct artist, already summed, and both
     directions are sparse segment sums over sorted segments (the users' entries forwards, the
     artists' entries backwards, `_user_sums`). TensorFlow's unsorted segment sums of (entries,
-    d) rows, which a plain gather + sum needs, are several times slower."""
+    d) rows, which a plain gather + sum needs, are several times slower. With the compiled
+    kernels (kernels.cc) the index and both directions are one op each, with TensorFlow's
+    arithmetic bit for bit; without them, TensorFlow ops."""
+    kernel = fused_kernel() if USE_KERNEL else None
+    if kernel is not None:
+        artists, entry_row, segments, count = kernel.ncf_history_index(
+            keys=keys, starts=starts, users=users, num_items=num_items)
+        total, squares = _kernel_user_sums(tf.gather(table, artists), entry_row, segments,
+                                           tf.shape(users)[0])
+        return total, count, squares
     begin, end = tf.gather(starts, users), tf.gather(starts, users + 1)
     positions = tf.ragged.range(begin, end)
     entries = tf.cast(tf.gather(keys, positions.flat_values) % num_items, tf.int32)
@@ -213,6 +222,23 @@ def _user_sums(rows, entry_row, segments, n, artist_of, segment_of):
                                           num_segments=distinct)
             d_rows += 2.0 * scale[:, None] * rows
         return d_rows, None, None, None, None, None
+
+    return (total, squares), gradient
+
+
+@tf.custom_gradient
+def _kernel_user_sums(rows, entry_row, segments, n):
+    """`_user_sums` as two compiled ops (kernels.cc: NcfHistorySums, NcfHistorySumsGrad)."""
+    kernel = fused_kernel()
+    total, squares = kernel.ncf_history_sums(
+        rows=rows, norms=tf.reduce_sum(tf.square(rows), -1), entry_row=entry_row,
+        segments=segments, num_segments=n)
+
+    def gradient(d_total, d_squares):
+        d_squares = tf.zeros([0], tf.float32) if d_squares is None else d_squares
+        return (kernel.ncf_history_sums_grad(d_total=d_total, d_squares=d_squares, rows=rows,
+                                             entry_row=entry_row, segments=segments),
+                None, None, None)
 
     return (total, squares), gradient
 
