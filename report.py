@@ -109,8 +109,8 @@ def find_artist(plays, name):
     """The artist id whose name matches (case-insensitive; between names that differ only in
     case, the exact spelling decides), or a DataError with suggestions."""
     lowered = np.array([str(n).lower() for n in plays.artist_names])
-    known = getattr(plays, "artist_known", None)
-    known = np.ones(len(lowered), bool) if known is None else known
+    known = (np.ones(len(lowered), bool) if plays.artist_known is None
+             else plays.artist_known)
     matches = np.flatnonzero((lowered == name.lower()) & known)   # a gap in the ids: no artist
     exact = [int(m) for m in matches if plays.artist_names[m] == name]
     if exact or len(matches) == 1:
