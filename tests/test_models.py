@@ -205,3 +205,17 @@ def test_history_kernel_rejects_a_user_outside_the_table():
         models.fused_kernel().ncf_history_index(keys=keys, starts=starts,
                                                 users=tf.constant([1, 2], tf.int32),
                                                 num_items=5)
+
+
+def test_batched_dataset_gives_every_row_in_order_without_tf_data_autotuning():
+    import training
+    users = np.arange(23, dtype=np.int32)
+    items = np.arange(46, dtype=np.int32).reshape(23, 2)
+    labels = np.tile(np.float32([1, 0]), (23, 1))
+    dataset = training.batched_dataset({"user": users, "item": items}, labels, 5)
+    batches = list(dataset.as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [5, 5, 5, 5, 3]          # the last batch partial
+    assert np.array_equal(np.concatenate([b[0]["user"] for b in batches]), users)
+    assert np.array_equal(np.concatenate([b[0]["item"] for b in batches]), items)
+    assert np.array_equal(np.concatenate([b[1] for b in batches]), labels)
+    assert dataset.options().autotune.enabled is False   # its thread made epochs wait
