@@ -56,9 +56,9 @@ def batched_dataset(inputs, labels, batch_size):
     if full < len(labels):
         dataset = dataset.concatenate(tf.data.Dataset.from_tensors(
             ({name: array[full:] for name, array in inputs.items()}, labels[full:])))
-    # No tf.data autotuning (nothing here for it to tune): its model thread sleeps 10 ms,
-    # 20 ms, 40 ms, ... between passes, and `fit` then often waits for its next wake-up to end
-    # the epoch: lastfm-2k epochs of about 3 s took 5.2 s, of about 6 s 10.3 s (README, speed).
+    # No tf.data autotuning (nothing here for it to tune). Its model thread wakes up 10 ms,
+    # 30 ms, 70 ms, ... after the iterator starts (the period doubling), and epochs often
+    # ended only at a wake-up: lastfm-2k epochs of about 3 s took 5.2 s, of about 6 s 10.3 s.
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)
