@@ -170,6 +170,10 @@ class NcfHistoryIndex : public OpKernel {
     const Tensor& keys_tensor = context->input(0);
     const Tensor& starts_tensor = context->input(1);
     const Tensor& users_tensor = context->input(2);
+    OP_REQUIRES(context, keys_tensor.dims() == 1 && starts_tensor.dims() == 1 &&
+                             starts_tensor.NumElements() >= 1 && users_tensor.dims() == 1,
+                tensorflow::errors::InvalidArgument(
+                    "NcfHistoryIndex: keys, starts (non-empty) and users must be vectors"));
     const int64_t num_keys = keys_tensor.NumElements();
     const int64_t num_users = starts_tensor.NumElements() - 1;
     const int64_t n = users_tensor.NumElements();
@@ -240,6 +244,10 @@ class NcfHistorySums : public OpKernel {
     const Tensor& norms = context->input(1);
     const Tensor& entry_row = context->input(2);
     const Tensor& segments = context->input(3);
+    OP_REQUIRES(context, tensorflow::TensorShapeUtils::IsScalar(context->input(4).shape()) &&
+                             entry_row.dims() == 1 && segments.dims() == 1,
+                tensorflow::errors::InvalidArgument(
+                    "NcfHistorySums: num_segments must be a scalar, entries vectors"));
     const int64_t n = context->input(4).scalar<int32_t>()();
     OP_REQUIRES(context, rows.dims() == 2 && norms.NumElements() == rows.dim_size(0) &&
                              entry_row.NumElements() == segments.NumElements() && n >= 0,
@@ -300,6 +308,8 @@ class NcfHistorySumsGrad : public OpKernel {
                              (d_squares.NumElements() == 0 ||
                               d_squares.NumElements() == d_total.dim_size(0)),
                 tensorflow::errors::InvalidArgument("NcfHistorySumsGrad: inconsistent shapes"));
+    OP_REQUIRES(context, entry_row.dims() == 1 && segments.dims() == 1,
+                tensorflow::errors::InvalidArgument("NcfHistorySumsGrad: entries must be vectors"));
     const int64_t k = rows.dim_size(0), dim = rows.dim_size(1), n = d_total.dim_size(0);
     const int64_t num = entry_row.NumElements();
     const int32_t* row_of = entry_row.flat<int32_t>().data();
@@ -361,12 +371,14 @@ REGISTER_OP("NcfHistoryIndex")
     .Output("entry_row: int32")
     .Output("segments: int32")
     .Output("counts: float")
-    .Attr("num_items: int")
+    .Attr("num_items: int >= 1")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle users;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &users));
       c->set_output(0, c->Vector(c->UnknownDim()));
       c->set_output(1, c->Vector(c->UnknownDim()));
       c->set_output(2, c->Vector(c->UnknownDim()));
-      c->set_output(3, c->Vector(c->Dim(c->input(2), 0)));
+      c->set_output(3, c->Vector(c->Dim(users, 0)));
       return absl::OkStatus();
     });
 
@@ -382,8 +394,10 @@ REGISTER_OP("NcfHistorySums")
     .Output("squares: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       tensorflow::shape_inference::DimensionHandle n;
+      tensorflow::shape_inference::ShapeHandle rows;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &rows));
       TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(4, &n));
-      c->set_output(0, c->Matrix(n, c->Dim(c->input(0), 1)));
+      c->set_output(0, c->Matrix(n, c->Dim(rows, 1)));
       c->set_output(1, c->Vector(n));
       return absl::OkStatus();
     });

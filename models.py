@@ -42,6 +42,7 @@ STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overh
 
 USE_KERNEL = os.environ.get("NCF_LASTFM_KERNEL", "1") != "0"   # 0: TensorFlow ops only
 KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
+# No -ffast-math nor -march: the history sums must add in TensorFlow's order, unfused
 KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 _kernel = None   # the loaded op library; False once it could not be built
 

@@ -211,13 +211,22 @@ def check_history_kernel(keys, starts, table, users, num_items, graph, monkeypat
             assert a.shape == b.shape and np.array_equal(a, b), name
 
 
-def test_history_kernel_rejects_a_user_outside_the_table():
-    assert models.fused_kernel() is not None, "g++ could not build kernels.cc"
+def test_history_kernel_rejects_bad_input_with_an_error_not_a_crash():
+    kernel = models.fused_kernel()
+    assert kernel is not None, "g++ could not build kernels.cc"
     keys, starts = models.history_keys([0, 1], [2, 3], 2, 5)
+    users = tf.constant([1, 2], tf.int32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="user 2 is outside"):
-        models.fused_kernel().ncf_history_index(keys=keys, starts=starts,
-                                                users=tf.constant([1, 2], tf.int32),
-                                                num_items=5)
+        kernel.ncf_history_index(keys=keys, starts=starts, users=users, num_items=5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_items"):   # not % 0
+        kernel.ncf_history_index(keys=keys, starts=starts, users=users[:1], num_items=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sorted index"):
+        kernel.ncf_history_index(keys=keys, starts=starts[::-1].copy(), users=users[:1],
+                                 num_items=5)
+    rows = tf.ones((2, 3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bad entry"):
+        kernel.ncf_history_sums(rows=rows, norms=tf.ones(2), entry_row=tf.constant([0, 2]),
+                                segments=tf.constant([0, 0]), num_segments=1)
 
 
 def test_batched_dataset_gives_every_row_in_order_without_tf_data_autotuning():
