@@ -67,17 +67,22 @@ def test_fused_kernel_builds_and_equals_tensorflow_ops(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_models_train_the_same_with_and_without_the_kernel(monkeypatch):
+@pytest.mark.parametrize("user_input", ["id", "history"])
+def test_models_train_the_same_with_and_without_the_kernel(user_input, monkeypatch):
     rng = np.random.default_rng(2)
     users = rng.integers(0, 40, 64).astype(np.int32)
     items = rng.integers(0, 60, (64, 5)).astype(np.int32)
     labels = np.zeros((64, 5), np.float32)
     labels[:, 0] = 1
+    history = None                                    # or 6 artists per user, some repeated
+    if user_input == "history":
+        history = (np.repeat(np.arange(40), 6), rng.integers(0, 60, 240))
     weights = []
     for use_kernel in (True, False):
         monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
         keras.utils.set_random_seed(0)
-        model = models.build_model("neumf", 40, 60, embedding_dim=8, hidden_units=(16, 8))
+        model = models.build_model("neumf", 40, 60, embedding_dim=8, hidden_units=(16, 8),
+                                   l2=0.001, history=history)
         model.fit({"user": users, "item": items}, labels, batch_size=16, epochs=2, verbose=0,
                   shuffle=False)
         weights.append(model.get_weights())
