@@ -93,7 +93,10 @@ variant trains with that loss, e.g. `LOSS=pairwise --variants=default`: BPR's pa
 the user's id as input.
 
 With `NEG_RATIO=n`, every variant draws n negatives per play instead of 8 (1,024 // (1 + n)
-rows a step), and with `BATCH_SIZE=b` trains on b // (1 + n) rows a step.
+rows a step), and with `BATCH_SIZE=b` trains on b // (1 + n) rows a step. With `REPEAT=r`, an
+epoch is r epochs' rows (each play r times, with fresh negatives each time), shuffled
+together: with `NEG_RATIO=1 REPEAT=8`, 8 negatives per play per epoch as with the default, but
+each in a row of its own beside the play.
 
 With `TOWERS=gmf` (or `mlp`), only that tower feeds the output layer (the other is still built,
 and unused). With `DOT_OUTPUT=1` the output layer is a fixed sum of its inputs, no weights
@@ -165,8 +168,10 @@ HISTORY_ONLY = ("history_only", "nais", "softmax_mix", "shared_bag", "dns",   # 
 FACTORS = 128
 BATCH_SIZE = _env(int, "BATCH_SIZE", "1024")
 NEG_RATIO = _env(int, "NEG_RATIO", "8")
-if NEG_RATIO < 1 or BATCH_SIZE < 1:
-    sys.exit(f"error: NEG_RATIO={NEG_RATIO} and BATCH_SIZE={BATCH_SIZE} must be 1 or more")
+REPEAT = _env(int, "REPEAT", "1")
+if NEG_RATIO < 1 or BATCH_SIZE < 1 or REPEAT < 1:
+    sys.exit(f"error: NEG_RATIO={NEG_RATIO}, BATCH_SIZE={BATCH_SIZE} and REPEAT={REPEAT} must "
+             "be 1 or more")
 L2 = _env(float, "L2", "0.001")
 LEARNING_RATE = _env(float, "LEARNING_RATE", "1e-3")
 MAX_EPOCHS, PATIENCE, TOP_K = 30, 3, 10
@@ -555,6 +560,18 @@ def scored_weights(model, variant, weights, snapshots):
     return weights, snapshots
 
 
+def repeated_epoch_data(split, negatives, seed, epoch, repeat):
+    """`repeat` epochs' rows of training.epoch_data (epochs epoch * repeat + r), shuffled
+    together: each play `repeat` times, each time with fresh negatives."""
+    parts = [training.epoch_data("neumf", split, negatives, seed, epoch * repeat + r)
+             for r in range(repeat)]
+    if repeat == 1:
+        return parts[0]
+    order = np.random.default_rng([seed, 5, epoch]).permutation(sum(len(p[1]) for p in parts))
+    inputs = {name: np.concatenate([p[0][name] for p in parts])[order] for name in parts[0][0]}
+    return inputs, np.concatenate([p[1] for p in parts])[order]
+
+
 def train(split, variant, seed, log):
     """-> (best epoch, validation HR, NDCG, seconds, the scorer at the best epoch)."""
     keras.utils.set_random_seed(seed)
@@ -566,7 +583,7 @@ def train(split, variant, seed, log):
     play_weights = rare_play_weights(split) if variant == "rare_plays" else None
     play_table = play_count_weights(split) if variant == "play_counts" else None
     for epoch in range(MAX_EPOCHS):
-        inputs, labels = training.epoch_data("neumf", split, negatives, seed, epoch)
+        inputs, labels = repeated_epoch_data(split, negatives, seed, epoch, REPEAT)
         if variant == "popneg":
             inputs["item"][:, 1 + NEG_RATIO // 2:] = popular_negatives(
                 split, inputs["user"], NEG_RATIO - NEG_RATIO // 2,

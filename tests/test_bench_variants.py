@@ -287,3 +287,17 @@ def test_one_variant_is_the_only_one_given_or_default_and_refuses_several():
     for bad in ("ema,default", "ensemble"):
         with pytest.raises(SystemExit, match="--adjust trains one NeuMF"):
             neumf_variants.one_variant({"variants": bad}, "--adjust")
+
+
+def test_repeated_epoch_data_has_every_play_r_times_with_fresh_negatives():
+    plays = data.frames_to_plays(*data.make_planted(60, 90, 1_200, seed=7))
+    split = data.leave_one_out(plays, 20, seed=3, validation=True)
+    once, once_labels = neumf_variants.repeated_epoch_data(split, 1, 4, 2, 1)
+    inputs, labels = neumf_variants.repeated_epoch_data(split, 1, 4, 2, 3)
+    assert len(labels) == 3 * len(once_labels) and (labels[:, 0] == 1).all()
+    plays_of = lambda x: sorted(zip(x["user"], x["item"][:, 0]))                  # noqa: E731
+    assert plays_of(inputs) == sorted(plays_of(once) * 3)        # each play three times
+    rows = sorted(zip(inputs["user"], inputs["item"][:, 0], inputs["item"][:, 1]))
+    assert len(set(rows)) > 2 * len(once_labels)                 # mostly other negatives
+    assert not split.sampler.is_played(inputs["user"], inputs["item"][:, 1]).any()
+    assert not np.array_equal(inputs["user"][:len(once_labels)], once["user"])   # shuffled
