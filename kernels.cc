@@ -152,6 +152,35 @@ inline void SumRows(const float* src, int64_t dim, const int32_t* index, int64_t
   }
 }
 
+// Checks the entries of NcfHistorySums(Grad): entry e is row row_of[e] (of k) in segment
+// segment[e] (of n), the segments ascending when `sorted`.
+absl::Status CheckEntries(const int32_t* row_of, const int32_t* segment, int64_t num, int64_t k,
+                          int64_t n, bool sorted, const char* op) {
+  for (int64_t e = 0; e < num; ++e) {
+    if (row_of[e] < 0 || row_of[e] >= k || segment[e] < 0 || segment[e] >= n ||
+        (sorted && e > 0 && segment[e - 1] > segment[e])) {
+      return tensorflow::errors::InvalidArgument(op, ": bad entry ", e);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A stable counting sort of entries 0 .. num - 1 by group[e] (in [0, num_groups)) -> begin
+// (num_groups + 1): group g's entries are begin[g] .. begin[g + 1] of the sorted order, which
+// is written to `order` (entry numbers, each group's in their original order) unless null.
+std::vector<int64_t> GroupEntries(const int32_t* group, int64_t num, int64_t num_groups,
+                                  std::vector<int32_t>* order) {
+  std::vector<int64_t> begin(num_groups + 1, 0);
+  for (int64_t e = 0; e < num; ++e) ++begin[group[e] + 1];
+  for (int64_t g = 0; g < num_groups; ++g) begin[g + 1] += begin[g];
+  if (order != nullptr) {
+    order->resize(num);
+    std::vector<int64_t> next(begin.begin(), begin.end() - 1);
+    for (int64_t e = 0; e < num; ++e) (*order)[next[group[e]]++] = static_cast<int32_t>(e);
+  }
+  return begin;
+}
+
 // NcfHistoryIndex: the batch's history entries, for users (n,) whose artists are
 // keys[starts[u] .. starts[u + 1]) % num_items (sorted keys, models.history_keys):
 //   artists (k,)    the distinct artists of the batch, ascending
@@ -255,11 +284,7 @@ class NcfHistorySums : public OpKernel {
     const int64_t k = rows.dim_size(0), dim = rows.dim_size(1), num = entry_row.NumElements();
     const int32_t* row_of = entry_row.flat<int32_t>().data();
     const int32_t* segment = segments.flat<int32_t>().data();
-    for (int64_t e = 0; e < num; ++e) {
-      OP_REQUIRES(context, row_of[e] >= 0 && row_of[e] < k && segment[e] >= 0 &&
-                               segment[e] < n && (e == 0 || segment[e - 1] <= segment[e]),
-                  tensorflow::errors::InvalidArgument("NcfHistorySums: bad entry ", e));
-    }
+    OP_REQUIRES_OK(context, CheckEntries(row_of, segment, num, k, n, true, "NcfHistorySums"));
     Tensor *total_tensor = nullptr, *squares_tensor = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, {n, dim}, &total_tensor));
     OP_REQUIRES_OK(context, context->allocate_output(1, {n}, &squares_tensor));
@@ -267,9 +292,8 @@ class NcfHistorySums : public OpKernel {
     float* squares = squares_tensor->flat<float>().data();
     std::fill(total, total + n * dim, 0.0f);
     std::fill(squares, squares + n, 0.0f);
-    std::vector<int64_t> begin(n + 1, 0);   // segment s is entries begin[s] .. begin[s + 1]
-    for (int64_t e = 0; e < num; ++e) ++begin[segment[e] + 1];
-    for (int64_t s = 0; s < n; ++s) begin[s + 1] += begin[s];
+    // the segments are sorted: segment s is entries begin[s] .. begin[s + 1] as they stand
+    const std::vector<int64_t> begin = GroupEntries(segment, num, n, nullptr);
     const float* row_data = rows.flat<float>().data();
     const float* norm_data = norms.flat<float>().data();
     auto sum = [&](int64_t first, int64_t last) {
@@ -314,19 +338,12 @@ class NcfHistorySumsGrad : public OpKernel {
     const int64_t num = entry_row.NumElements();
     const int32_t* row_of = entry_row.flat<int32_t>().data();
     const int32_t* segment = segments.flat<int32_t>().data();
-    for (int64_t e = 0; e < num; ++e) {
-      OP_REQUIRES(context, row_of[e] >= 0 && row_of[e] < k && segment[e] >= 0 && segment[e] < n,
-                  tensorflow::errors::InvalidArgument("NcfHistorySumsGrad: bad entry ", e));
-    }
-    // the entries' segments grouped by row, stably (a counting sort)
-    std::vector<int64_t> begin(k + 1, 0);
-    for (int64_t e = 0; e < num; ++e) ++begin[row_of[e] + 1];
-    for (int64_t r = 0; r < k; ++r) begin[r + 1] += begin[r];
-    std::vector<int32_t> by_row(num);
-    {
-      std::vector<int64_t> next(begin.begin(), begin.end() - 1);
-      for (int64_t e = 0; e < num; ++e) by_row[next[row_of[e]]++] = segment[e];
-    }
+    OP_REQUIRES_OK(context,
+                   CheckEntries(row_of, segment, num, k, n, false, "NcfHistorySumsGrad"));
+    // the entries' segments grouped by row, stably
+    std::vector<int32_t> by_row;
+    const std::vector<int64_t> begin = GroupEntries(row_of, num, k, &by_row);
+    for (int32_t& entry : by_row) entry = segment[entry];
     Tensor* d_rows_tensor = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, {k, dim}, &d_rows_tensor));
     float* d_rows = d_rows_tensor->flat<float>().data();
