@@ -63,6 +63,11 @@ def fused_kernel():
     return _kernel or None
 
 
+def kernel_loaded():
+    """Has this process loaded the compiled kernels (for LazyAdam or the history sums)?"""
+    return bool(_kernel)
+
+
 def _build_kernel():
     with open(KERNEL_SOURCE, "rb") as stream:
         source = stream.read()

@@ -333,6 +333,8 @@ def run(s, given):
               f"NDCG@{s['TOP_K']} {popularity['ndcg']:.3f}")
         final["popularity"] = popularity
         report_run(s, plays, split, final)
+    data.atomic_write(os.path.join(s["OUTPUT_DIR"], "environment.json"),   # the CPU, versions
+                      lambda path: training.write_json(path, training.environment()))
 
     print(f"hit ratio : {final['hit_ratio']:.3f}")
     print(f"ndcg : {final['ndcg']:.3f}")

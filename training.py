@@ -12,6 +12,7 @@ Guarantees: each epoch's negatives depend only on (seed, epoch), and after every
 import json
 import math
 import os
+import platform
 import time
 
 import keras
@@ -139,6 +140,45 @@ class Checkpoints:
             if "file not found" in reason.lower():    # Keras' words for a file it cannot open
                 reason = "not a readable Keras file (cut short, or not one this script saved)"
             raise TrainingError(damaged.format(f"{self.model_path}: {reason}")) from None
+
+
+def environment():
+    """What a run's figures depend on beyond its settings and data: the CPU, whether
+    TensorFlow's oneDNN matrix products are on, whether the run used the compiled kernels, and
+    the versions. oneDNN picks its code by the CPU, so the MLP's and NeuMF's figures move in
+    their later digits from one CPU model to another (README, "On another CPU"; on the two CPUs
+    compared there, BPR's, GMF's and pop's did not)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):     # a private API: gone in some TensorFlow build
+        onednn = None
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "onednn": onednn,
+            "compiled_kernels": models.kernel_loaded(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name, its family and model numbers (two CPUs can share a name) and its
+    vector extensions, from Linux's /proc/cpuinfo; elsewhere what `platform` knows."""
+    try:
+        with open(cpuinfo) as stream:
+            fields = {}
+            for line in stream:
+                if not line.strip():
+                    break                                   # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    vector = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+                          "amx_tile") if f in flags]
+    numbers = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model")
+                        if key in fields)
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return f"{name} ({'; '.join(part for part in (numbers, ' '.join(vector)) if part)})"
 
 
 def write_json(path, payload):

@@ -14,6 +14,7 @@ import pytest
 import data
 import models
 import ncf_lastfm
+import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,6 +116,24 @@ def test_end_to_end_prints_the_notebooks_last_lines_and_writes_metrics(trained):
         assert key in metrics
     assert f"{metrics['hit_ratio']:.3f}" == lines[-2].split(" : ")[1]
     assert metrics["num_epoch"] == 8 and metrics["num_test_users"] == 400
+
+
+def test_environment_json_names_the_cpu_and_the_versions_the_figures_came_from(trained):
+    import tensorflow as tf
+    environment = json.load(open(trained["output"] / "environment.json"))
+    assert environment["tensorflow"] == tf.__version__
+    assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert environment["onednn"] in (True, False, None) and environment["cpu"]
+    assert environment["compiled_kernels"] == (models.fused_kernel() is not None)
+
+
+def test_cpu_name_reads_the_first_processor_with_its_numbers_and_vector_extensions(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                       "model\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 "
+                       "avx512f\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert training.cpu_name(str(cpuinfo)) == "AMD EPYC (cpu family 25, model 17; avx avx2 avx512f)"
+    assert training.cpu_name(str(tmp_path / "missing"))   # not Linux: what platform knows
 
 
 def test_learning_beats_popularity_on_planted_data(trained):
