@@ -178,7 +178,8 @@ def cpu_name(cpuinfo="/proc/cpuinfo"):
     numbers = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model")
                         if key in fields)
     name = fields.get("model name") or platform.processor() or platform.machine()
-    return f"{name} ({'; '.join(part for part in (numbers, ' '.join(vector)) if part)})"
+    details = "; ".join(part for part in (numbers, " ".join(vector)) if part)
+    return f"{name} ({details})" if details else name
 
 
 def write_json(path, payload):

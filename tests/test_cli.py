@@ -134,6 +134,8 @@ def test_cpu_name_reads_the_first_processor_with_its_numbers_and_vector_extensio
                        "avx512f\n\nprocessor\t: 1\nmodel name\t: Other\n")
     assert training.cpu_name(str(cpuinfo)) == "AMD EPYC (cpu family 25, model 17; avx avx2 avx512f)"
     assert training.cpu_name(str(tmp_path / "missing"))   # not Linux: what platform knows
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")  # ARM
+    assert "(" not in training.cpu_name(str(cpuinfo)) and training.cpu_name(str(cpuinfo))
 
 
 def test_learning_beats_popularity_on_planted_data(trained):
