@@ -285,11 +285,14 @@ class UserHistory(layers.Layer):
     def call(self, users, items):
         users, items = tf.cast(users, tf.int32), tf.cast(items, tf.int32)
         table = self.embeddings.value
-        total, count, squares = history_sums(self.keys.value, self.starts.value, table, users,
-                                             self.num_items)
+        # The plays read once each, as tensors. `.value` is the variable itself, and a gather
+        # from a variable (ResourceGather) puts it in copy-on-read mode for good: every later
+        # read copies it whole, 138 MB of keys a read at the notebook's 17.3M plays.
+        keys, starts = tf.convert_to_tensor(self.keys.value), tf.convert_to_tensor(self.starts.value)
+        total, count, squares = history_sums(keys, starts, table, users, self.num_items)
         if self.l2:
             self.add_loss(self.l2 * tf.reduce_mean(squares / tf.maximum(count, 1.0)))
-        own = tf.cast(played(self.keys.value, users, items, self.num_items), tf.float32)
+        own = tf.cast(played(keys, users, items, self.num_items), tf.float32)
         vector = total[:, None, :] - own[..., None] * tf.gather(table, items)   # (n, c, d)
         return vector / tf.sqrt(tf.maximum(count[:, None] - own, 1.0))[..., None]
 
