@@ -246,3 +246,34 @@ def test_batched_dataset_gives_every_row_in_order_without_tf_data_autotuning():
     assert np.array_equal(np.concatenate([b[0]["item"] for b in batches]), items)
     assert np.array_equal(np.concatenate([b[1] for b in batches]), labels)
     assert dataset.options().autotune.enabled is False   # its thread made epochs wait
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_the_history_layer_reads_its_plays_as_tensors_and_never_gathers_from_their_variables(
+        use_kernel, monkeypatch):
+    """A gather from a variable (ResourceGather) puts it in copy-on-read mode for good, after
+    which every read copies it whole: the history's keys are 138 MB at the notebook's scale,
+    read twice a step per tower. The plays must be read once each, as tensors."""
+    monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+    rng = np.random.default_rng(4)
+    history = models.history_keys(np.repeat(np.arange(30), 5), rng.integers(0, 50, 150), 30, 50)
+    layer = models.UserHistory(30, 50, 8, len(history[0]), l2=0.001)
+    layer.set_history(*history)
+
+    @tf.function
+    def forward_and_backward(users, items):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(users, items)) + tf.add_n(layer.losses)
+        return tape.gradient(loss, layer.embeddings.value)
+
+    graph = forward_and_backward.get_concrete_function(
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 9], tf.int32)).graph
+    handles = {}
+    for variable in (layer.keys, layer.starts):
+        inner = [internal for external, internal in graph.captures
+                 if external is variable.value.handle]
+        assert len(inner) == 1, variable.path
+        handles[inner[0].name] = variable.path
+    uses = [(op.type, handles[tensor.name]) for op in graph.get_operations()
+            for tensor in op.inputs if tensor.name in handles]
+    assert sorted(uses) == sorted(("ReadVariableOp", path) for path in handles.values()), uses
