@@ -288,7 +288,8 @@ class UserHistory(layers.Layer):
         # The plays read once each, as tensors. `.value` is the variable itself, and a gather
         # from a variable (ResourceGather) puts it in copy-on-read mode for good: every later
         # read copies it whole, 138 MB of keys a read at the notebook's 17.3M plays.
-        keys, starts = tf.convert_to_tensor(self.keys.value), tf.convert_to_tensor(self.starts.value)
+        keys = tf.convert_to_tensor(self.keys.value)
+        starts = tf.convert_to_tensor(self.starts.value)
         total, count, squares = history_sums(keys, starts, table, users, self.num_items)
         if self.l2:
             self.add_loss(self.l2 * tf.reduce_mean(squares / tf.maximum(count, 1.0)))

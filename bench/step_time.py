@@ -42,8 +42,8 @@ def main(argv=None):
     import ncf_lastfm
     import models
     import training
-    s = {name: getattr(ncf_lastfm, name) for name in ncf_lastfm.SETTINGS}
-    s.update(ncf_lastfm.MODEL_DEFAULTS[args.model])
+    s = ncf_lastfm.model_settings({name: getattr(ncf_lastfm, name)
+                                   for name in ncf_lastfm.SETTINGS}, args.model)
     user_input = args.user_input or s["USER_INPUT"]
     plays = data.load("synthetic", scale=args.scale, seed=args.seed, log=lambda *a, **k: None)
     split = data.leave_one_out(plays, 99, args.seed)
