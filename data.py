@@ -718,14 +718,24 @@ def _read_rating(path):
     except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
         raise DataError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
     for column, label in ((0, "user"), (1, "item")):  # 2**63 to 2**64 - 1 are read as uint64
+        if not pd.api.types.is_unsigned_integer_dtype(frame[column].dtype):
+            continue   # (text or signed: the check below; a '>' on text would raise)
         too_large = frame[column].to_numpy() > INT64_MAX
-        if pd.api.types.is_unsigned_integer_dtype(frame[column].dtype) and too_large.any():
+        if too_large.any():
             row = int(np.argmax(too_large))
             raise DataError(f"{path}: line {_rating_line(path, row)} has {label} "
                             f"{frame[column].iloc[row]}, out of range; ids are integers from 0 "
                             f"to {INT64_MAX:,}")
-    if not all(pd.api.types.is_integer_dtype(t) for t in frame.dtypes) or (frame < 0).any().any():
-        raise DataError(f"{path}: user and item must be integer ids of 0 or more")
+    for column, label in ((0, "user"), (1, "item")):
+        values = frame[column]
+        if pd.api.types.is_integer_dtype(values.dtype) and not (values < 0).any():
+            continue
+        # read again as text: pandas' parse turns '3.0' and '3' alike into 3.0
+        text = pd.read_csv(path, sep="\t", header=None, usecols=[column], dtype=str)[column]
+        row = int(np.argmax(~text.fillna("").str.fullmatch(r"\s*\d+\s*").to_numpy()))
+        shown = f"no {label}" if pd.isna(text.iloc[row]) else f"{label} {text.iloc[row]!r}"
+        raise DataError(f"{path}: line {_rating_line(path, row)} has {shown}; user and item "
+                        "must be integer ids of 0 or more")
     return frame[0].to_numpy(np.int64), frame[1].to_numpy(np.int64)
 
 

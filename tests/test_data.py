@@ -329,6 +329,24 @@ def test_split_negative_line_with_a_trailing_tab_names_the_line(tmp_path, tab_on
         data.read_ncf_split(prefix, seed=0)
 
 
+@pytest.mark.parametrize("suffix, column, value, message", [
+    (".train.rating", 0, "x", "line 4 has user 'x'"),              # was a traceback
+    (".test.rating", 1, "abc", "line 4 has item 'abc'"),           # was a traceback
+    (".train.rating", 1, "-3", "line 4 has item '-3'"),
+    (".train.rating", 0, "2.0", "line 4 has user '2.0'"),
+    (".test.rating", 1, "", "line 4 has no item"),
+])
+def test_split_rating_id_that_is_not_an_id_names_its_line(tmp_path, suffix, column, value,
+                                                          message):
+    prefix, lines = small_split(tmp_path)
+    fields = lines[suffix][3].split("\t")
+    fields[column] = value
+    rewrite(prefix + suffix, lines[suffix][:3] + ["\t".join(fields)] + lines[suffix][4:])
+    with pytest.raises(data.DataError, match=f"s{suffix}: {message}; user and item must be "
+                                             "integer ids of 0 or more"):
+        data.read_ncf_split(prefix, seed=0)
+
+
 @pytest.mark.parametrize("suffix, column, value, message", [   # were tracebacks
     (".test.negative", 1, "99999999999999999999", "line 1 has 99999999999999999999, out of range"),
     (".test.rating", 1, "18446744073709551615", "line 1 has item 18446744073709551615, out of range"),
