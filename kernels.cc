@@ -32,6 +32,9 @@ using CPUDevice = Eigen::ThreadPoolDevice;
 
 class NcfLazyAdamApply : public OpKernel {
  public:
+  // entries sorted themselves when the table has more than this many rows per entry
+  static constexpr int64_t kSortBelow = 16;
+
   explicit NcfLazyAdamApply(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
@@ -64,28 +67,46 @@ class NcfLazyAdamApply : public OpKernel {
     float* m_data = m.flat<float>().data();
     float* v_data = v.flat<float>().data();
 
-    // Group the entries by row with a counting sort over the table's rows: rows[s] is the s-th
-    // distinct row in ascending order, its entries are entries[start[s] .. start[s + 1]), in the
-    // order they came. The table rows are then read and written in address order, which the
-    // CPU prefetches, not at random.
-    std::vector<int32_t> offset(num_rows + 1, 0);  // entries per row, then where each row starts
+    // Group the entries by row: rows[s] is the s-th distinct row in ascending order, its
+    // entries are entries[start[s] .. start[s + 1]), in the order they came. The table rows
+    // are then read and written in address order, which the CPU prefetches, not at random.
+    // A counting sort over the table's rows costs a pass over all of them; where the entries
+    // are few against the rows (the item tables of a large catalogue: about a millisecond a
+    // step at 160,112 rows), a sort of the entries themselves is cheaper. Both give the same
+    // groups in the same order, so the same arithmetic.
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t row = index[i];
-      OP_REQUIRES(context, row >= 0 && row < num_rows,
-                  tensorflow::errors::InvalidArgument("index ", row, " is outside [0, ",
+      OP_REQUIRES(context, index[i] >= 0 && index[i] < num_rows,
+                  tensorflow::errors::InvalidArgument("index ", index[i], " is outside [0, ",
                                                       num_rows, ")"));
-      ++offset[row + 1];
     }
     std::vector<int32_t> rows, start, entries(n);
-    for (int64_t row = 0; row < num_rows; ++row) {
-      if (offset[row + 1] > 0) {
-        rows.push_back(static_cast<int32_t>(row));
-        start.push_back(offset[row]);
+    if (n * kSortBelow < num_rows) {
+      std::vector<uint64_t> keyed(n);   // (row, entry): unique, so sorting keeps entry order
+      for (int64_t i = 0; i < n; ++i) {
+        keyed[i] = (static_cast<uint64_t>(index[i]) << 32) | static_cast<uint64_t>(i);
       }
-      offset[row + 1] += offset[row];
+      std::sort(keyed.begin(), keyed.end());
+      for (int64_t e = 0; e < n; ++e) {
+        const int32_t row = static_cast<int32_t>(keyed[e] >> 32);
+        entries[e] = static_cast<int32_t>(keyed[e] & 0xffffffffu);
+        if (e == 0 || row != rows.back()) {
+          rows.push_back(row);
+          start.push_back(static_cast<int32_t>(e));
+        }
+      }
+    } else {
+      std::vector<int32_t> offset(num_rows + 1, 0);  // entries per row, then where rows start
+      for (int64_t i = 0; i < n; ++i) ++offset[index[i] + 1];
+      for (int64_t row = 0; row < num_rows; ++row) {
+        if (offset[row + 1] > 0) {
+          rows.push_back(static_cast<int32_t>(row));
+          start.push_back(offset[row]);
+        }
+        offset[row + 1] += offset[row];
+      }
+      for (int64_t i = 0; i < n; ++i) entries[offset[index[i]]++] = static_cast<int32_t>(i);
     }
     start.push_back(static_cast<int32_t>(n));
-    for (int64_t i = 0; i < n; ++i) entries[offset[index[i]]++] = static_cast<int32_t>(i);
     const int64_t distinct = rows.size();
 
     constexpr int64_t kAhead = 8;  // prefetch the gradient rows of the row this far ahead

@@ -67,6 +67,27 @@ def test_fused_kernel_builds_and_equals_tensorflow_ops(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_lazy_adam_kernel_groups_few_rows_of_a_large_table_as_it_groups_a_small_one(monkeypatch):
+    # The kernel groups a gradient's entries by row with a counting sort over the table's rows,
+    # or, where the entries are fewer than a sixteenth of the rows, by sorting the entries. The
+    # same updates, once on a 40-row table (counting sort) and once with the rows spread over
+    # 100,000 (a sort), must give every row the same bits: the same entries summed in the same
+    # order. An unstable sort adds a row's 20 duplicate gradients in another order and fails.
+    rng = np.random.default_rng(4)
+    small = rng.normal(size=(40, 8)).astype(np.float32)
+    indices = rng.integers(0, 40, 800).astype(np.int32)              # each row about 20 times
+    values = rng.normal(size=(800, 8)).astype(np.float32)
+    spread = np.sort(rng.choice(100_000, 40, replace=False)).astype(np.int32)  # same row order
+    large = rng.normal(size=(100_000, 8)).astype(np.float32)
+    large[spread] = small
+    got_small = lazy_adam_steps(small, indices, values, 3, True, monkeypatch)
+    got_large = lazy_adam_steps(large, spread[indices], values, 3, True, monkeypatch)
+    for a, b in zip(got_small, got_large):
+        assert np.array_equal(a, b[spread])
+    others = np.setdiff1d(np.arange(100_000), spread)
+    assert np.array_equal(got_large[0][others], large[others])
+
+
 @pytest.mark.parametrize("user_input", ["id", "history"])
 def test_models_train_the_same_with_and_without_the_kernel(user_input, monkeypatch):
     rng = np.random.default_rng(2)
