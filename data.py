@@ -22,6 +22,7 @@ Refuses: a missing or empty file, a missing column or one named twice in the hea
 import csv
 import dataclasses
 import os
+import re
 import time
 import urllib.parse
 import warnings
@@ -264,10 +265,13 @@ def _first_extra_field(path):
     with open(path, encoding="utf-8-sig", newline="") as stream:
         rows = csv.reader(stream)
         header = next(rows, [])
-        for line, row in enumerate(rows, start=2):
-            extra = row[len(header):]
-            if len(extra) > 1 or any(field.strip() for field in extra):
-                return f"row {line} has {len(row)} fields but the header has {len(header)}"
+        try:
+            for line, row in enumerate(rows, start=2):
+                extra = row[len(header):]
+                if len(extra) > 1 or any(field.strip() for field in extra):
+                    return f"row {line} has {len(row)} fields but the header has {len(header)}"
+        except csv.Error:   # a field beyond the csv module's size limit: no row to name
+            return None
     return None
 
 
@@ -631,7 +635,8 @@ def read_ncf_split(prefix, seed, validation=False):
     train = _read_rating(paths[0])
     test = _read_rating(paths[1])
     _check_one_test_row_per_user(paths[1], test[0])
-    negatives, negative_lines = _read_negatives(paths[2], len(test[0]))
+    negatives, negative_lines, heads = _read_negatives(paths[2], len(test[0]))
+    _check_negative_heads(paths, test, heads, negative_lines)
     _check_split_ids(paths, train, test, negatives, negative_lines)
     num_users = int(max(train[0].max(), test[0].max())) + 1
     num_items = int(max(train[1].max(), test[1].max(), negatives.max(initial=0))) + 1
@@ -732,7 +737,13 @@ def _read_rating(path):
             continue
         # read again as text: pandas' parse turns '3.0' and '3' alike into 3.0
         text = pd.read_csv(path, sep="\t", header=None, usecols=[column], dtype=str)[column]
-        row = int(np.argmax(~text.fillna("").str.fullmatch(r"\s*\d+\s*").to_numpy()))
+        digits = text.fillna("").str.fullmatch(r"\s*\d+\s*").to_numpy()
+        too_large = np.array([bool(d) and int(v) > INT64_MAX for d, v in zip(digits, text)])
+        row = int(np.argmax(~digits | too_large))
+        if too_large[row]:
+            raise DataError(f"{path}: line {_rating_line(path, row)} has {label} "
+                            f"{text.iloc[row].strip()}, out of range; ids are integers from 0 "
+                            f"to {INT64_MAX:,}")
         shown = f"no {label}" if pd.isna(text.iloc[row]) else f"{label} {text.iloc[row]!r}"
         raise DataError(f"{path}: line {_rating_line(path, row)} has {shown}; user and item "
                         "must be integer ids of 0 or more")
@@ -759,11 +770,13 @@ def _read_negatives(path, num_rows):
     """-> (negatives (num_rows, num_negatives) int64, the file's line number of each row)."""
     try:
         with open(path, encoding="utf-8") as stream:
-            numbered = [(number, line.rstrip("\r\n").split("\t")[1:])
-                        for number, line in enumerate(stream, start=1) if line.strip()]
+            split_lines = [(number, line.rstrip("\r\n").split("\t"))
+                           for number, line in enumerate(stream, start=1) if line.strip()]
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text ({error_reason(error)}); expected lines of "
                         "(user,item) then negative item ids, tab-separated") from None
+    numbered = [(number, fields[1:]) for number, fields in split_lines]
+    heads = [fields[0] for _, fields in split_lines]
     lines = [fields for _, fields in numbered]
     if len(lines) != num_rows:
         raise DataError(f"{path}: expected {num_rows} lines, one per test row, each with the "
@@ -781,7 +794,33 @@ def _read_negatives(path, num_rows):
         row = int(np.argmax((negatives < 0).any(axis=1)))
         raise DataError(f"{path}: negatives must be integer item ids of 0 or more (line "
                         f"{numbered[row][0]} has {negatives[row].min()})")
-    return negatives, np.array([number for number, _ in numbered], np.int64)
+    ordered = np.sort(negatives, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if repeated.any():
+        row = int(np.argmax(repeated))
+        item = ordered[row, 1:][ordered[row, 1:] == ordered[row, :-1]][0]
+        raise DataError(f"{path}: line {numbered[row][0]} lists item {item} twice among its "
+                        "negatives; a test user's candidates must be distinct (a repeated one "
+                        "would count twice against the held-out item)")
+    return negatives, np.array([number for number, _ in numbered], np.int64), heads
+
+
+def _check_negative_heads(paths, test, heads, negative_lines):
+    """Line k of the negatives file starts with the (user,item) of line k of the test file:
+    the negatives are matched to test users by line, so a line out of order, or another
+    user's, would score a user against candidates that are not theirs."""
+    for row, head in enumerate(heads):
+        match = re.fullmatch(r"\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*", head)
+        if match is None:
+            raise DataError(f"{paths[2]}: line {negative_lines[row]} starts with {head!r}; "
+                            "expected (user,item), the pair of the same line of "
+                            f"{os.path.basename(paths[1])}, then the negatives")
+        pair = (int(match.group(1)), int(match.group(2)))
+        if pair != (int(test[0][row]), int(test[1][row])):
+            raise DataError(f"{paths[2]}: line {negative_lines[row]} is for (user {pair[0]}, "
+                            f"item {pair[1]}) but line {_rating_line(paths[1], row)} of "
+                            f"{paths[1]} is user {test[0][row]}, item {test[1][row]}; the two "
+                            "files must list the test pairs in the same order")
 
 
 def _first_bad_negative_line(numbered):

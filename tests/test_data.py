@@ -219,6 +219,18 @@ def test_a_row_with_more_fields_than_the_header_is_refused_a_trailing_comma_is_n
     assert np.array_equal(plays.artist_ids, expected.artist_ids)
 
 
+def test_a_row_with_extra_fields_and_a_field_beyond_the_csv_limit_is_one_clean_error(tmp_path):
+    folder = write_csvs(tmp_path, *tiny_frames())            # was a csv.Error traceback
+    path = os.path.join(folder, data.PLAY_FILE)
+    lines = open(path).read().splitlines()
+    lines[1] += "," + "A" * 200_000 + ",y"
+    with open(path, "w") as stream:
+        stream.write("\n".join(lines) + "\n")
+    with pytest.raises(data.DataError, match=r"lastfm_play.csv: .*remove the extra fields") as caught:
+        data.load_folder(folder, use_cache=False)
+    assert "\n" not in str(caught.value)
+
+
 def test_an_artist_id_with_two_names_is_refused_and_the_same_name_twice_is_not(tmp_path):
     play, artist, user = tiny_frames()
     same = pd.concat([artist, artist.iloc[[2]]], ignore_index=True)
@@ -329,6 +341,41 @@ def test_split_negative_line_with_a_trailing_tab_names_the_line(tmp_path, tab_on
         data.read_ncf_split(prefix, seed=0)
 
 
+@pytest.mark.parametrize("head, message", [                 # both were read silently
+    ("(999,999)", r"line 3 is for \(user 999, item 999\) but line 3 of .*s.test.rating is "
+                  r"user \d+, item \d+; the two files must list the test pairs in the same order"),
+    ("hello", r"line 3 starts with 'hello'; expected \(user,item\)"),
+])
+def test_split_negative_line_for_another_test_pair_is_refused(tmp_path, head, message):
+    prefix, lines = small_split(tmp_path)
+    negative = lines[".test.negative"]
+    negative[2] = "\t".join([head] + negative[2].split("\t")[1:])
+    rewrite(prefix + ".test.negative", negative)
+    with pytest.raises(data.DataError, match="s.test.negative: " + message):
+        data.read_ncf_split(prefix, seed=0)
+
+
+def test_split_negative_lines_swapped_between_users_are_refused(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    negative = lines[".test.negative"]
+    negative[0], negative[1] = negative[1], negative[0]      # user 1's candidates for user 0
+    rewrite(prefix + ".test.negative", negative)
+    with pytest.raises(data.DataError, match=r"s.test.negative: line 1 is for \(user 1,"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+def test_split_negative_line_with_an_item_twice_is_refused(tmp_path):
+    prefix, lines = small_split(tmp_path)                    # was scored, the item counted twice
+    negative = lines[".test.negative"]
+    fields = negative[3].split("\t")
+    fields[3] = fields[1]
+    negative[3] = "\t".join(fields)
+    rewrite(prefix + ".test.negative", negative)
+    with pytest.raises(data.DataError, match=rf"s.test.negative: line 4 lists item {fields[1]} "
+                                             r"twice among its negatives"):
+        data.read_ncf_split(prefix, seed=0)
+
+
 @pytest.mark.parametrize("suffix, column, value, message", [
     (".train.rating", 0, "x", "line 4 has user 'x'"),              # was a traceback
     (".test.rating", 1, "abc", "line 4 has item 'abc'"),           # was a traceback
@@ -351,6 +398,8 @@ def test_split_rating_id_that_is_not_an_id_names_its_line(tmp_path, suffix, colu
     (".test.negative", 1, "99999999999999999999", "line 1 has 99999999999999999999, out of range"),
     (".test.rating", 1, "18446744073709551615", "line 1 has item 18446744073709551615, out of range"),
     (".train.rating", 0, "9223372036854775808", "line 1 has user 9223372036854775808, out of range"),
+    (".train.rating", 1, "99999999999999999999999",    # beyond uint64 too: named line 1 (was
+     "line 1 has item 99999999999999999999999, out of range"),   # another line's item)
 ])
 def test_split_id_beyond_int64_is_one_clean_error(tmp_path, suffix, column, value, message):
     prefix, lines = small_split(tmp_path)
