@@ -154,7 +154,9 @@ def make_planted(num_users, num_artists, num_plays, seed, num_groups=20, in_grou
     group_start = np.concatenate([[0], np.cumsum(group_size)[:-1]])
     own = (rng.random(len(users)) < in_group) & (group_size[groups] > 0)
     uniform = rng.random(len(users))
-    in_group_artist = by_group[group_start[groups] + _zipf_rank(uniform, group_size[groups])]
+    # (clipped: an empty last group starts at num_artists; `own` is False for its users)
+    in_group_artist = by_group[np.minimum(group_start[groups] + _zipf_rank(
+        uniform, group_size[groups]), num_artists - 1)]
     anywhere = np.argsort(artist_rank)[_zipf_rank(uniform, num_artists)]
     keys = _sorted_unique(users * num_artists + np.where(own, in_group_artist, anywhere))
     if len(keys) > num_plays:  # trim to the asked size, keeping every user's first pair

@@ -133,13 +133,15 @@ def _typed_value(key, text, default):
 
 
 def check_settings(s):
+    size = "an integer from 1 to 2**31 - 1"   # a size beyond int32 fails inside TensorFlow
     rules = [
-        ("NEG_RATIO", s["NEG_RATIO"] >= 1, "an integer of 1 or more"),
-        ("BATCH_SIZE", s["BATCH_SIZE"] >= 1, "an integer of 1 or more"),
+        ("NEG_RATIO", 1 <= s["NEG_RATIO"] < 2 ** 31, size),
+        ("BATCH_SIZE", 1 <= s["BATCH_SIZE"] < 2 ** 31, size),
         ("NUM_EPOCH", s["NUM_EPOCH"] >= 0, "an integer of 0 or more"),
-        ("NUM_FACTOR", s["NUM_FACTOR"] >= 1, "an integer of 1 or more"),
-        ("HIDDEN_UNITS", all(type(u) is int and u >= 1 for u in s["HIDDEN_UNITS"])
-         and len(s["HIDDEN_UNITS"]) >= 1, "a tuple of positive integers like (32,16,8)"),
+        ("NUM_FACTOR", 1 <= s["NUM_FACTOR"] < 2 ** 31, size),
+        ("HIDDEN_UNITS", all(type(u) is int and 1 <= u < 2 ** 31 for u in s["HIDDEN_UNITS"])
+         and len(s["HIDDEN_UNITS"]) >= 1,
+         "a tuple of positive integers below 2**31 like (32,16,8)"),
         ("LEARNING_RATE", s["LEARNING_RATE"] > 0, "a number above 0"),
         ("L2", s["L2"] >= 0, "a number of 0 or more"),
         ("DROPOUT", 0 <= s["DROPOUT"] < 1, "a number in [0, 1)"),

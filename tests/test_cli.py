@@ -60,6 +60,12 @@ def run_main(capsys, *argv):
     (["--dataset=sample", "--scale=0.5"], "--scale sizes --dataset=synthetic only"),
     (["--data_dir=/tmp", "--root_url=https://example.org/"], "--root_url is where"),
     (["--hidden_units=(True,)"], "--hidden_units=(True,) is out of range"),
+    (["--num_factor=10000000000000000000"],                      # these four were tracebacks
+     "--num_factor=10000000000000000000 is out of range; expected an integer from 1 to 2**31 - 1"),
+    (["--neg_ratio=10000000000000000000"], "--neg_ratio=10000000000000000000 is out of range"),
+    (["--batch_size=10000000000000000000"], "--batch_size=10000000000000000000 is out of range"),
+    (["--hidden_units=(10000000000000000000,)"], "--hidden_units=(10000000000000000000,) is out "
+     "of range; expected a tuple of positive integers below 2**31"),
     (["--load=out/mlp.keras", "--output_dir=out"], "--output_dir is the folder of the --load"),
 ])
 def test_bad_settings_exit_2_with_one_line(capsys, argv, message):

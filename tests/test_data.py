@@ -56,6 +56,14 @@ def test_test_item_is_the_same_with_validation_on_or_off():
         zip(valid.test_users, valid.test_items))
 
 
+@pytest.mark.parametrize("num_artists", [2, 5])
+def test_planted_data_with_an_empty_last_taste_group_is_made(num_artists):
+    # fewer artists than taste groups leaves groups empty; an empty last group starts at
+    # num_artists, whose index was an IndexError (--dataset=synthetic --scale=1e-5)
+    play_df, artist_df, _ = data.make_planted(4, num_artists, 17, seed=42)
+    assert play_df.artist_id.between(0, num_artists - 1).all() and len(play_df) > 0
+
+
 def test_users_with_one_artist_only_train():
     plays = data.frames_to_plays(*tiny_frames())
     split = data.leave_one_out(plays, 1, seed=0)
