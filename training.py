@@ -128,6 +128,12 @@ class Checkpoints:
         if (not isinstance(state, dict) or not all(field in state for field in fields)
                 or not isinstance(state["fingerprint"], dict)):
             raise TrainingError(damaged.format(f"{self.state_path} lacks " + ", ".join(fields)))
+        wrong = _state_problem(state)
+        if wrong:
+            raise TrainingError(damaged.format(f"{self.state_path}: {wrong}"))
+        if state["best"]["epoch"] > 0 and not os.path.isfile(self.best_path):
+            raise TrainingError(damaged.format(f"{self.best_path}, the best epoch's weights, "
+                                               "is missing"))
         if state["fingerprint"] != fingerprint:
             changed = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
             raise TrainingError(f"--resume: the checkpoint in {self.state_path} was made with other "
@@ -140,6 +146,26 @@ class Checkpoints:
             if "file not found" in reason.lower():    # Keras' words for a file it cannot open
                 reason = "not a readable Keras file (cut short, or not one this script saved)"
             raise TrainingError(damaged.format(f"{self.model_path}: {reason}")) from None
+
+
+def _is_number(value, integer=False):
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _state_problem(state):
+    """What is wrong with a checkpoint's state (a hand-edited one), or None."""
+    epoch, history, best = state["epoch"], state["history"], state["best"]
+    if not _is_number(epoch, integer=True) or epoch < 0:
+        return f"'epoch' is {epoch!r}, not a count of epochs"
+    if not isinstance(history, list) or len(history) != epoch or not all(
+            isinstance(record, dict) for record in history):
+        return f"'history' is not a list of the {epoch} epochs' records"
+    if (not isinstance(best, dict) or not _is_number(best.get("epoch"), integer=True)
+            or not 0 <= best["epoch"] <= epoch
+            or not all(_is_number(best.get(key)) for key in ("hit_ratio", "ndcg"))):
+        return f"'best' is {best!r}, not the best epoch (0 to {epoch}) and its two scores"
+    return None
 
 
 def environment():
@@ -253,6 +279,11 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
             + f", {train_seconds:.1f} s incl. {sample_seconds:.1f} s sampling "
             f"({labels.size / max(train_seconds, 1e-9):,.0f} samples/s)")
     if validation and best["epoch"] > 0 and best["epoch"] != len(history):
-        model.load_weights(checkpoints.best_path)
+        try:
+            model.load_weights(checkpoints.best_path)
+        except Exception as error:   # cut short, or replaced by hand, since it was written
+            raise TrainingError(f"the best epoch's weights ({checkpoints.best_path}) cannot "
+                                f"be read ({first_sentence(error)}); run again without "
+                                "--resume") from None
         log(f"best validation epoch: {best['epoch']} (weights restored)")
     return model, history, best["epoch"] or len(history)

@@ -277,6 +277,28 @@ def test_damaged_checkpoint_on_resume_is_one_line(planted_dir, tmp_path, capsys)
     assert code == 1 and "checkpoint-mlp.keras" in err and err.count("\n") == 1
 
 
+def test_hand_edited_checkpoint_state_on_resume_is_one_line(planted_dir, tmp_path, capsys):
+    argv = [f"--data_dir={planted_dir}", "--quiet", "--num_epoch=3", "--validation",
+            "--patience=5", f"--output_dir={tmp_path}"]
+    assert ncf_lastfm.main(argv) == 0
+    state = tmp_path / "checkpoint-mlp.json"
+    good = json.loads(state.read_text())
+    edits = [("best", {}), ("best", []), ("best", {**good["best"], "epoch": "2"}),
+             ("best", {**good["best"], "epoch": 9}), ("epoch", "3"), ("epoch", 3.0),
+             ("epoch", -2), ("history", "x"), ("history", good["history"][:1])]
+    for key, value in edits:                           # each was a traceback, or ran on
+        state.write_text(json.dumps({**good, key: value}))
+        capsys.readouterr()
+        code, out, err = run_main(capsys, *argv[:2], "--num_epoch=4", *argv[3:], "--resume")
+        assert code == 1 and "a checkpoint file is damaged" in err, (key, value, err)
+        assert f"'{key}'" in err and err.count("\n") == 1 and "Traceback" not in err
+    state.write_text(json.dumps({**good, "best": {**good["best"], "epoch": 1}}))
+    (tmp_path / "best-mlp.weights.h5").unlink()        # was: "choose another folder"
+    code, out, err = run_main(capsys, *argv[:2], "--num_epoch=4", *argv[3:], "--resume")
+    assert code == 1 and "best-mlp.weights.h5, the best epoch's weights, is missing" in err
+    assert "choose another folder" not in err and err.count("\n") == 1
+
+
 def test_split_with_fewer_candidates_than_top_k_is_one_line(tmp_path, capsys):
     plays = data.frames_to_plays(*data.make_planted(50, 80, 1_000, seed=1))
     prefix = str(tmp_path / "few")
