@@ -408,26 +408,36 @@ def train_and_evaluate(s, name, split, log, pretrained=None, loaded=None):
 def check_load_data(s):
     """With --load, the data settings in the metrics.json beside the model (when there is one)
     must be this run's: on another seed's split, say, the model's training artists would be
-    among the test artists, and it would score too well. A --split on either side is not
-    compared: its files decide the test artists (and an exported split read back is the same)."""
+    among the test artists, and it would score too well. A model trained on a --split is
+    scored on that split only; one trained on CSVs may be scored on a --split (its files decide
+    the test artists, and an exported split read back is the same)."""
     import data
     path = os.path.join(os.path.dirname(s["LOAD"]) or ".", "metrics.json")
     try:
         with open(path) as stream:
             saved = json.load(stream)["settings"]
-        if saved.get("split") or s["SPLIT"]:
-            return
-        now = {**s, "DATA_DIR": os.path.realpath(s["DATA_DIR"]) if s["DATA_DIR"] else ""}
-        saved["data_dir"] = os.path.realpath(saved["data_dir"]) if saved["data_dir"] else ""
-        differ = [f"--{k.lower()}={saved[k.lower()]!r}" for k in ("DATASET", "DATA_DIR", "SCALE",
-                                                                "SEED")
-                  if saved[k.lower()] != now[k]]
+        differ = _differing_data_settings(s, saved)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return                                      # no record to check against
     if differ:
         raise data.DataError(f"--load={s['LOAD']} was trained with {', '.join(differ)} ({path}); "
                              "scored on other data its training artists could be test artists: "
                              "use those settings")
+
+
+def _differing_data_settings(s, saved):
+    """The saved run's data settings that this run does not share, as --name=value."""
+    trained_on = saved.get("split")
+    if trained_on:
+        same = bool(s["SPLIT"]) and (os.path.realpath(s["SPLIT"])
+                                     == os.path.realpath(str(trained_on)))
+        return [] if same else [f"--split={trained_on}"]
+    if s["SPLIT"]:
+        return []
+    now = {**s, "DATA_DIR": os.path.realpath(s["DATA_DIR"]) if s["DATA_DIR"] else ""}
+    saved = {**saved, "data_dir": os.path.realpath(saved["data_dir"]) if saved["data_dir"] else ""}
+    return [f"--{k.lower()}={saved[k.lower()]!r}" for k in ("DATASET", "DATA_DIR", "SCALE", "SEED")
+            if saved[k.lower()] != now[k]]
 
 
 def loaded_model_settings(s, model, given):

@@ -15,6 +15,7 @@ import data
 import models
 import ncf_lastfm
 import training
+from conftest import write_csvs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -226,6 +227,22 @@ def test_load_on_other_data_settings_than_its_metrics_json_is_one_line(trained, 
                               f"--load={trained['output'] / 'mlp.keras'}",
                               f"--output_dir={tmp_path}")
     assert code == 2 and "was trained with --seed=42" in err and err.count("\n") == 1
+
+
+def test_load_of_a_model_trained_on_a_split_is_scored_on_that_split_only(tmp_path, capsys):
+    frames = data.make_planted(60, 200, 1_500, seed=2)
+    folder = write_csvs(tmp_path / "csv", *frames)
+    prefix = str(tmp_path / "sp")
+    data.write_ncf_split(data.leave_one_out(data.frames_to_plays(*frames), 20, seed=0), prefix)
+    assert ncf_lastfm.main([f"--split={prefix}", "--num_epoch=1", "--quiet", "--top_k=5",
+                            f"--output_dir={tmp_path / 'a'}"]) == 0
+    model = f"--load={tmp_path / 'a' / 'mlp.keras'}"
+    assert ncf_lastfm.main([f"--split={prefix}", model, "--quiet", "--top_k=5",
+                            f"--output_dir={tmp_path / 'b'}"]) == 0         # the same split
+    capsys.readouterr()
+    code, out, err = run_main(capsys, f"--data_dir={folder}", "--seed=1", model, "--quiet",
+                              f"--output_dir={tmp_path / 'c'}")        # was scored, silently
+    assert code == 2 and f"was trained with --split={prefix}" in err and err.count("\n") == 1
 
 
 def test_split_candidates_beyond_99_allow_a_top_k_beyond_99(tmp_path, capsys):
