@@ -176,6 +176,11 @@ def check_settings(s):
     if "ROOT_URL" in given and (s["DATA_DIR"] or s["DATASET"] != "lastfm"):
         raise SettingError("--root_url is where --dataset=lastfm downloads from; with --data_dir "
                            "or another --dataset nothing is downloaded (drop one of them)")
+    for key in ("SPLIT", "EXPORT_SPLIT"):
+        if s[key] and s[key].endswith(("/", os.sep)):
+            raise SettingError(f"--{key.lower()}={s[key]} ends with a folder; it is a prefix of "
+                               "three files, like out/lastfm for out/lastfm.train.rating, "
+                               "out/lastfm.test.rating and out/lastfm.test.negative")
     if s["SPLIT"]:
         ignored = [f"--{k.lower()}" for k in ("DATASET", "DATA_DIR", "SCALE", "ROOT_URL",
                                                "NUM_EVAL_NEGATIVES") if k in given]

@@ -135,7 +135,9 @@ class Checkpoints:
             raise TrainingError(damaged.format(f"{self.best_path}, the best epoch's weights, "
                                                "is missing"))
         if state["fingerprint"] != fingerprint:
-            changed = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+            saved = state["fingerprint"]
+            changed = sorted(k for k in set(fingerprint) | set(saved)
+                             if saved.get(k) != fingerprint.get(k))
             raise TrainingError(f"--resume: the checkpoint in {self.state_path} was made with other "
                                 f"settings ({', '.join(k.lower() for k in changed)}); use the "
                                 "same settings, or run without --resume")

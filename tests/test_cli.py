@@ -61,6 +61,9 @@ def run_main(capsys, *argv):
     (["--dataset=sample", "--scale=0.5"], "--scale sizes --dataset=synthetic only"),
     (["--data_dir=/tmp", "--root_url=https://example.org/"], "--root_url is where"),
     (["--hidden_units=(True,)"], "--hidden_units=(True,) is out of range"),
+    (["--dataset=sample", "--export_split=/tmp/x/"], "--export_split=/tmp/x/ ends with a folder; "
+     "it is a prefix of three files"),                           # was a "No such file" error
+    (["--split=/tmp/x/"], "--split=/tmp/x/ ends with a folder"),
     (["--num_factor=10000000000000000000"],                      # these four were tracebacks
      "--num_factor=10000000000000000000 is out of range; expected an integer from 1 to 2**31 - 1"),
     (["--neg_ratio=10000000000000000000"], "--neg_ratio=10000000000000000000 is out of range"),
@@ -368,6 +371,12 @@ def test_resume_with_other_settings_is_refused(planted_dir, tmp_path, capsys):
     code, out, err = run_main(capsys, f"--data_dir={planted_dir}", "--quiet", "--num_epoch=2",
                               f"--output_dir={tmp_path}", "--resume", "--neg_ratio=2")
     assert code == 1 and "other settings (neg_ratio)" in err and err.count("\n") == 1
+    state = tmp_path / "checkpoint-mlp.json"          # a setting only the checkpoint has
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "fingerprint": {**saved["fingerprint"], "EXTRA": 1}}))
+    code, out, err = run_main(capsys, f"--data_dir={planted_dir}", "--quiet", "--num_epoch=2",
+                              f"--output_dir={tmp_path}", "--resume")
+    assert code == 1 and "other settings (extra)" in err     # was "other settings ()"
 
 
 def test_diverging_run_stops_naming_the_epoch_and_keeps_the_checkpoint(planted_dir, tmp_path, capsys):
