@@ -511,7 +511,7 @@ def test_similar_to_names_that_differ_only_in_case_need_the_exact_spelling():
 
 
 def test_out_of_memory_is_one_line(capsys, tmp_path):
-    code, out, err = run_main(capsys, "--dataset=sample", "--num_factor=10000000000",
+    code, out, err = run_main(capsys, "--dataset=sample", "--num_factor=2000000000",
                               "--num_epoch=0", "--quiet", f"--output_dir={tmp_path}")
     assert code == 1 and err.startswith("error: out of memory; lower --num_factor")
     assert err.count("\n") == 1
