@@ -724,18 +724,9 @@ def _read_rating(path):
                         "tab-separated user, item, ... lines") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
         raise DataError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
-    for column, label in ((0, "user"), (1, "item")):  # 2**63 to 2**64 - 1 are read as uint64
-        if not pd.api.types.is_unsigned_integer_dtype(frame[column].dtype):
-            continue   # (text or signed: the check below; a '>' on text would raise)
-        too_large = frame[column].to_numpy() > INT64_MAX
-        if too_large.any():
-            row = int(np.argmax(too_large))
-            raise DataError(f"{path}: line {_rating_line(path, row)} has {label} "
-                            f"{frame[column].iloc[row]}, out of range; ids are integers from 0 "
-                            f"to {INT64_MAX:,}")
     for column, label in ((0, "user"), (1, "item")):
-        values = frame[column]
-        if pd.api.types.is_integer_dtype(values.dtype) and not (values < 0).any():
+        values = frame[column]   # (2**63 to 2**64 - 1 are read as uint64: out of range below)
+        if pd.api.types.is_signed_integer_dtype(values.dtype) and not (values < 0).any():
             continue
         # read again as text: pandas' parse turns '3.0' and '3' alike into 3.0
         text = pd.read_csv(path, sep="\t", header=None, usecols=[column], dtype=str)[column]

@@ -71,8 +71,8 @@ class NcfLazyAdamApply : public OpKernel {
     // entries are entries[start[s] .. start[s + 1]), in the order they came. The table rows
     // are then read and written in address order, which the CPU prefetches, not at random.
     // A counting sort over the table's rows costs a pass over all of them; where the entries
-    // are few against the rows (the item tables of a large catalogue: about a millisecond a
-    // step at 160,112 rows), a sort of the entries themselves is cheaper. Both give the same
+    // are few against the rows (a batch of a large table: the pass alone takes about 0.35 ms
+    // at 160,112 rows and 0.8 ms at 358,868), a sort of the entries themselves is cheaper. Both give the same
     // groups in the same order, so the same arithmetic.
     for (int64_t i = 0; i < n; ++i) {
       OP_REQUIRES(context, index[i] >= 0 && index[i] < num_rows,
