@@ -1,5 +1,10 @@
 """The compiled kernels (kernels.cc) and their TensorFlow-ops twins: LazyAdam against a NumPy
 Adam, and the history sums against a plain gather and sum."""
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -86,6 +91,57 @@ def test_lazy_adam_kernel_groups_few_rows_of_a_large_table_as_it_groups_a_small_
         assert np.array_equal(a, b[spread])
     others = np.setdiff1d(np.arange(100_000), spread)
     assert np.array_equal(got_large[0][others], large[others])
+
+
+KERNEL_DIGEST = """
+import hashlib, json, sys
+import numpy as np
+import tensorflow as tf
+sys.path.insert(0, {root!r})
+import models
+assert models.fused_kernel() is not None
+rng = np.random.default_rng(7)
+arrays = []
+for rows, dim, n in ((3_000, 37, 9_000), (200, 128, 5_000), (100_000, 20, 700)):
+    variable = tf.Variable(rng.normal(size=(rows, dim)).astype(np.float32))
+    optimizer = models.LazyAdam(0.01)
+    optimizer.build([variable])
+    gradient = tf.IndexedSlices(tf.constant(rng.normal(size=(n, dim)).astype(np.float32)),
+                                tf.constant(rng.integers(0, rows, n).astype(np.int32)),
+                                tf.constant([rows, dim]))
+    for _ in range(3):
+        optimizer.apply_gradients([(gradient, variable)])
+    arrays += [variable, optimizer._momentums[0], optimizer._velocities[0]]
+users_of = rng.integers(0, 60, 4_000)
+keys, starts = models.history_keys(users_of, rng.integers(0, 500, 4_000), 60, 500)
+table = tf.Variable(rng.normal(size=(500, 45)).astype(np.float32))
+users = tf.constant(rng.integers(0, 60, 200).astype(np.int32))
+with tf.GradientTape() as tape:
+    total, count, squares = models.history_sums(tf.constant(keys), tf.constant(starts), table,
+                                                users, 500)
+    loss = tf.reduce_sum(tf.sin(total)) + tf.reduce_sum(squares * 0.3)
+arrays += [total, squares, tf.convert_to_tensor(tape.gradient(loss, table))]
+digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in arrays)).hexdigest()
+print(json.dumps({{"digest": digest, "library": models._build_kernel()}}))
+"""
+
+
+def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
+    # NCF_LASTFM_KERNEL=1 builds kernels.cc with -march=native (this CPU's widest vectors),
+    # `portable` without: LazyAdam's updates (the counting-sort and sorted paths, 37 and 128
+    # columns) and the history sums and their gradient must come out the same to the last bit.
+    # Without -ffp-contract=off, g++ fuses Adam's multiply-adds on a CPU with FMA and this fails.
+    assert models.native_target(), "g++ -march=native is not available here"
+    script = KERNEL_DIGEST.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    runs = {}
+    for mode in ("1", "portable"):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={**os.environ, "NCF_LASTFM_KERNEL": mode,
+                                   "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs["1"]["library"] != runs["portable"]["library"]      # two different builds
+    assert runs["1"]["digest"] == runs["portable"]["digest"]
 
 
 @pytest.mark.parametrize("user_input", ["id", "history"])
