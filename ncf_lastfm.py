@@ -160,6 +160,10 @@ def check_settings(s):
     for key, ok, accepted in rules:
         if not ok:
             raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
+    kernel = os.environ.get("NCF_LASTFM_KERNEL", "1")
+    if kernel not in ("1", "portable", "0"):
+        raise SettingError(f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built "
+                           "for this CPU, the default), portable or 0 (TensorFlow ops only)")
     if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
         raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
                            f"{s['MODEL']} has no such input (use --user_input=id)")

@@ -79,6 +79,14 @@ def test_bad_settings_exit_2_with_one_line(capsys, argv, message):
     assert "Traceback" not in err
 
 
+def test_an_unknown_kernel_choice_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("NCF_LASTFM_KERNEL", "native")
+    code, out, err = run_main(capsys, "--dataset=sample")
+    assert code == 2
+    assert err == ("error: NCF_LASTFM_KERNEL='native' is not a kernel choice; expected 1 (built "
+                   "for this CPU, the default), portable or 0 (TensorFlow ops only)\n")
+
+
 def test_settings_are_typed():
     settings, given = ncf_lastfm.parse_settings(
         ["--num_epoch=3", "--learning_rate=1", "--hidden_units=(64,32)", "--validation",
