@@ -52,17 +52,26 @@ KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 # would round a * b + c once where TensorFlow rounds twice
 NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
 _kernel = None   # the loaded op library; False once it could not be built
+_kernel_library = ""   # the file it was loaded from
 
 
 def fused_kernel():
     """The compiled kernels.cc op library (LazyAdam's update, the history sums), built with g++
     on first use into a cache folder (keyed by the source, TensorFlow's version and flags), or
     None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly."""
-    global _kernel
+    global _kernel, _kernel_library
     if _kernel is None:
         _kernel = False
         try:
-            _kernel = tf.load_op_library(_build_kernel())
+            native = KERNEL_MODE != "portable"
+            try:
+                path = _build_kernel(native)
+            except RuntimeError:   # g++ too old for this CPU's -march=native: build for any CPU
+                if not native:
+                    raise
+                path = _build_kernel(native=False)
+            _kernel = tf.load_op_library(path)
+            _kernel_library = path
         except Exception as error:  # no compiler, no writable cache, another TensorFlow build
             print(f"note: the compiled kernels (kernels.cc) are not available "
                   f"({data.error_reason(error, -1)}); using "
@@ -88,10 +97,10 @@ def native_target():
     return lines[-1].strip() if shown.returncode == 0 and lines else ""
 
 
-def _build_kernel():
+def _build_kernel(native=True):
     with open(KERNEL_SOURCE, "rb") as stream:
         source = stream.read()
-    target = native_target() if KERNEL_MODE != "portable" else ""
+    target = native_target() if native else ""
     flags = (KERNEL_FLAGS + (NATIVE_FLAGS if target else []) + tf.sysconfig.get_compile_flags()
              + tf.sysconfig.get_link_flags())
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), " ".join(flags).encode(),

@@ -93,6 +93,7 @@ def test_lazy_adam_kernel_groups_few_rows_of_a_large_table_as_it_groups_a_small_
     assert np.array_equal(got_large[0][others], large[others])
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNEL_DIGEST = """
 import hashlib, json, sys
 import numpy as np
@@ -122,7 +123,7 @@ with tf.GradientTape() as tape:
     loss = tf.reduce_sum(tf.sin(total)) + tf.reduce_sum(squares * 0.3)
 arrays += [total, squares, tf.convert_to_tensor(tape.gradient(loss, table))]
 digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in arrays)).hexdigest()
-print(json.dumps({{"digest": digest, "library": models._build_kernel()}}))
+print(json.dumps({{"digest": digest, "library": models._kernel_library}}))
 """
 
 
@@ -132,7 +133,7 @@ def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
     # columns) and the history sums and their gradient must come out the same to the last bit.
     # Without -ffp-contract=off, g++ fuses Adam's multiply-adds on a CPU with FMA and this fails.
     assert models.native_target(), "g++ -march=native is not available here"
-    script = KERNEL_DIGEST.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = KERNEL_DIGEST.format(root=ROOT)
     runs = {}
     for mode in ("1", "portable"):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -142,6 +143,25 @@ def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
         runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     assert runs["1"]["library"] != runs["portable"]["library"]      # two different builds
     assert runs["1"]["digest"] == runs["portable"]["digest"]
+
+
+def test_a_failed_build_for_this_cpu_falls_back_to_the_portable_build():
+    # A g++ that cannot compile for this CPU (say, an assembler older than its instructions)
+    # must cost the native build only, not the kernels: here the native build is made to fail.
+    script = ("import json, sys\n"
+              f"sys.path.insert(0, {ROOT!r})\n"
+              "import models\n"
+              "models.NATIVE_FLAGS = models.NATIVE_FLAGS + ['-include', '/nonexistent/ncf.h']\n"
+              "assert models.fused_kernel() is not None, 'no kernels'\n"
+              "print(json.dumps({'loaded': models._kernel_library,\n"
+              "                  'portable': models._build_kernel(native=False)}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "NCF_LASTFM_KERNEL": "1",
+                               "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    paths = json.loads(done.stdout.strip().splitlines()[-1])
+    assert paths["loaded"] == paths["portable"]
+    assert "not available" not in done.stderr
 
 
 @pytest.mark.parametrize("user_input", ["id", "history"])
