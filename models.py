@@ -157,7 +157,9 @@ class LazyAdam(keras.optimizers.Adam):
         rows, position = tf.unique(gradient.indices)
         grad = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
         new_m = beta_1 * tf.gather(momentum, rows) + (1 - beta_1) * grad
-        new_v = beta_2 * tf.gather(velocity, rows) + (1 - beta_2) * tf.square(grad)
+        # ((1 - beta_2) * grad) * grad, in the kernel's order: (1 - beta_2) * grad**2 rounds
+        # differently, and the two paths would drift apart in the last bits
+        new_v = beta_2 * tf.gather(velocity, rows) + (1 - beta_2) * grad * grad
         momentum.scatter_update(tf.IndexedSlices(new_m, rows))
         velocity.scatter_update(tf.IndexedSlices(new_v, rows))
         step_rows = alpha * new_m / (tf.sqrt(new_v) + self.epsilon)

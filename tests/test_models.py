@@ -184,7 +184,7 @@ def test_models_train_the_same_with_and_without_the_kernel(user_input, monkeypat
                   shuffle=False)
         weights.append(model.get_weights())
     for a, b in zip(*weights):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert np.array_equal(a, b)        # the same arithmetic in the same order: every bit
 
 
 def test_lazy_sgd_subtracts_the_summed_gradient_from_its_rows_only():
