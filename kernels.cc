@@ -7,8 +7,9 @@
 // (models.LazyAdam.update_step), in one pass instead of about twenty ops (unique, segment sum, three gathers, a dozen element-wise
 // ops, three scatters), each of which reads and writes the batch's rows again:
 //   g = sum of the gradient rows of each distinct index
-//   m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
-//   var -= alpha * m / (sqrt(v) + epsilon)          (alpha: the bias-corrected learning rate)
+//   m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + ((1 - beta2) * g) * g
+//   var -= (alpha * m) / (sqrt(v) + epsilon)        (alpha: the bias-corrected learning rate)
+// each product and sum in the order written, as the ops path does them: the same bits.
 // Only the rows named in `indices` are read or written.
 #define EIGEN_USE_THREADS
 
