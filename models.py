@@ -19,6 +19,7 @@ Users: a learned row per user (the paper's input), or with `history` (`--user_in
      the artists they played (`UserHistory`, FISM): the scorer sums each user's rows once, and
      re-scores only the (user, artist) pairs the user played, which leave that artist out.
 """
+import functools
 import hashlib
 import os
 import subprocess
@@ -53,25 +54,27 @@ KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
 _kernel = None   # the loaded op library; False once it could not be built
 _kernel_library = ""   # the file it was loaded from
+_kernel_build = None   # "native" (built for this CPU) or "portable", once loaded
 
 
 def fused_kernel():
     """The compiled kernels.cc op library (LazyAdam's update, the history sums), built with g++
     on first use into a cache folder (keyed by the source, TensorFlow's version and flags), or
     None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly."""
-    global _kernel, _kernel_library
+    global _kernel, _kernel_library, _kernel_build
     if _kernel is None:
         _kernel = False
         try:
-            native = KERNEL_MODE != "portable"
+            native = KERNEL_MODE != "portable" and bool(native_target())
             try:
                 path = _build_kernel(native)
             except RuntimeError:   # g++ too old for this CPU's -march=native: build for any CPU
                 if not native:
                     raise
+                native = False
                 path = _build_kernel(native=False)
             _kernel = tf.load_op_library(path)
-            _kernel_library = path
+            _kernel_library, _kernel_build = path, "native" if native else "portable"
         except Exception as error:  # no compiler, no writable cache, another TensorFlow build
             print(f"note: the compiled kernels (kernels.cc) are not available "
                   f"({data.error_reason(error, -1)}); using "
@@ -84,6 +87,13 @@ def kernel_loaded():
     return bool(_kernel)
 
 
+def kernel_build():
+    """How the loaded kernels were built: "native" (for this CPU), "portable" (for any CPU of
+    its architecture), or None if this process has not loaded them."""
+    return _kernel_build if _kernel else None
+
+
+@functools.lru_cache(maxsize=None)
 def native_target():
     """What g++'s -march=native stands for on this CPU (its expanded options), or "" where it
     cannot say: part of the built library's name, so a cache folder shared by several machines

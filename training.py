@@ -172,8 +172,9 @@ def _state_problem(state):
 
 def environment():
     """What a run's figures depend on beyond its settings and data: the CPU, whether
-    TensorFlow's oneDNN matrix products are on, whether the run used the compiled kernels, and
-    the versions. oneDNN picks its code by the CPU, so the MLP's and NeuMF's figures move in
+    TensorFlow's oneDNN matrix products are on, whether the run used the compiled kernels and
+    how they were built (for this CPU or any: the same figures, another speed), and the
+    versions. oneDNN picks its code by the CPU, so the MLP's and NeuMF's figures move in
     their later digits from one CPU model to another (README, "On another CPU"; on the two CPUs
     compared there, BPR's, GMF's and pop's did not)."""
     try:
@@ -182,7 +183,8 @@ def environment():
     except (ImportError, AttributeError):     # a private API: gone in some TensorFlow build
         onednn = None
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "onednn": onednn,
-            "compiled_kernels": models.kernel_loaded(), "python": platform.python_version(),
+            "compiled_kernels": models.kernel_loaded(), "kernel_build": models.kernel_build(),
+            "python": platform.python_version(),
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "platform": platform.platform()}
 

@@ -143,6 +143,9 @@ def test_environment_json_names_the_cpu_and_the_versions_the_figures_came_from(t
     assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
     assert environment["onednn"] in (True, False, None) and environment["cpu"]
     assert environment["compiled_kernels"] == (models.fused_kernel() is not None)
+    assert environment["kernel_build"] == models.kernel_build()
+    assert environment["kernel_build"] in ((None,) if models.fused_kernel() is None
+                                           else ("native", "portable"))
 
 
 def test_cpu_name_reads_the_first_processor_with_its_numbers_and_vector_extensions(tmp_path):

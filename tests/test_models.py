@@ -123,7 +123,8 @@ with tf.GradientTape() as tape:
     loss = tf.reduce_sum(tf.sin(total)) + tf.reduce_sum(squares * 0.3)
 arrays += [total, squares, tf.convert_to_tensor(tape.gradient(loss, table))]
 digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in arrays)).hexdigest()
-print(json.dumps({{"digest": digest, "library": models._kernel_library}}))
+print(json.dumps({{"digest": digest, "library": models._kernel_library,
+                  "build": models.kernel_build()}}))
 """
 
 
@@ -142,6 +143,7 @@ def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
         assert done.returncode == 0, done.stderr[-2000:]
         runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     assert runs["1"]["library"] != runs["portable"]["library"]      # two different builds
+    assert (runs["1"]["build"], runs["portable"]["build"]) == ("native", "portable")
     assert runs["1"]["digest"] == runs["portable"]["digest"]
 
 
@@ -153,14 +155,14 @@ def test_a_failed_build_for_this_cpu_falls_back_to_the_portable_build():
               "import models\n"
               "models.NATIVE_FLAGS = models.NATIVE_FLAGS + ['-include', '/nonexistent/ncf.h']\n"
               "assert models.fused_kernel() is not None, 'no kernels'\n"
-              "print(json.dumps({'loaded': models._kernel_library,\n"
+              "print(json.dumps({'loaded': models._kernel_library, 'build': models.kernel_build(),\n"
               "                  'portable': models._build_kernel(native=False)}))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "NCF_LASTFM_KERNEL": "1",
                                "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     paths = json.loads(done.stdout.strip().splitlines()[-1])
-    assert paths["loaded"] == paths["portable"]
+    assert paths["loaded"] == paths["portable"] and paths["build"] == "portable"
     assert "not available" not in done.stderr
 
 
