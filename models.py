@@ -42,7 +42,8 @@ STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overh
 
 
 # NCF_LASTFM_KERNEL: 1 (default) the kernels built for this CPU, portable built for any CPU of
-# its architecture (the same figures, a little slower), 0 TensorFlow ops only
+# its architecture (the same figures, a little slower), 0 TensorFlow ops only; any other value
+# is refused by ncf_lastfm.kernel_choice_error() before a model is built
 KERNEL_MODE = os.environ.get("NCF_LASTFM_KERNEL", "1")
 USE_KERNEL = KERNEL_MODE != "0"
 KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")

@@ -88,6 +88,21 @@ class SettingError(ValueError):
     """A bad --name=value: the message is meant for the user as it is."""
 
 
+# NCF_LASTFM_KERNEL's values (models.py reads it; checked here, before TensorFlow is imported,
+# by check_settings and by the bench scripts that build models)
+KERNEL_CHOICES = ("1", "portable", "0")
+
+
+def kernel_choice_error():
+    """A one-line error if NCF_LASTFM_KERNEL is set to something else than KERNEL_CHOICES, else
+    an empty string."""
+    kernel = os.environ.get("NCF_LASTFM_KERNEL", "1")
+    if kernel in KERNEL_CHOICES:
+        return ""
+    return (f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built for this "
+            "CPU, the default), portable or 0 (TensorFlow ops only)")
+
+
 def parse_settings(argv, defaults):
     """`--name=value` pairs -> (settings dict, names given). Values are Python literals of the
     constant's type (`--hidden_units=(64,32,16)`); a bare word is a string; `--flag` is True."""
@@ -160,10 +175,8 @@ def check_settings(s):
     for key, ok, accepted in rules:
         if not ok:
             raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
-    kernel = os.environ.get("NCF_LASTFM_KERNEL", "1")
-    if kernel not in ("1", "portable", "0"):
-        raise SettingError(f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built "
-                           "for this CPU, the default), portable or 0 (TensorFlow ops only)")
+    if kernel_choice_error():
+        raise SettingError(kernel_choice_error())
     if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
         raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
                            f"{s['MODEL']} has no such input (use --user_input=id)")

@@ -132,7 +132,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ncf_lastfm import import_tensorflow_quietly  # noqa: E402
+from ncf_lastfm import import_tensorflow_quietly, kernel_choice_error  # noqa: E402
 
 import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
 import keras  # noqa: E402
@@ -725,6 +725,8 @@ def main(argv):
         sys.exit(f"error: ENSEMBLE_OF={ENSEMBLE_OF!r}: give one of the variants but ensemble")
     if not settings["seed"].isdigit():
         sys.exit(f"error: --seed={settings['seed']!r}: give an integer of 0 or more")
+    if kernel_choice_error():
+        sys.exit(f"error: {kernel_choice_error()}")
     seed = int(settings["seed"])
     try:
         _, split = data.read_ncf_split(settings["split"], seed, validation=True)

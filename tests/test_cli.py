@@ -584,3 +584,23 @@ def test_similar_to_lists_only_real_artists_when_fewer_than_ten(capsys, tmp_path
     listed = out[out.index("artists most similar to"):out.index("hit ratio")].splitlines()[1:]
     assert len(listed) == 5 and all(re.fullmatch(r" *\d+\. band [1-5] \(-?[\d.]+\)", line)
                                     for line in listed), listed
+
+
+def test_bench_scripts_refuse_an_unknown_kernel_choice_before_building_a_model(monkeypatch,
+                                                                            tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "bench"))
+    import neumf_variants
+    import paired
+    import speed
+    import step_time
+    monkeypatch.setenv("NCF_LASTFM_KERNEL", "fast")
+    prefix = str(tmp_path / "missing")
+    for main, argv in [(step_time.main, ["--scale=0.005"]), (speed.main, ["--scale=0.01"]),
+                       (paired.main, [f"--split={prefix}", f"--load={prefix}.keras"]),
+                       (neumf_variants.main, [f"--split={prefix}", "--variants=default"])]:
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert str(stopped.value) == ("error: NCF_LASTFM_KERNEL='fast' is not a kernel choice; "
+                                      "expected 1 (built for this CPU, the default), portable "
+                                      "or 0 (TensorFlow ops only)")
