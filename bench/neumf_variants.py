@@ -103,6 +103,13 @@ and unused). With `DOT_OUTPUT=1` the output layer is a fixed sum of its inputs, 
 and no bias: with `TOWERS=gmf`, the score is the plain dot product of the user's and the
 artist's vectors, as BPR's (without its item bias).
 
+With `PLAY_GRAD=g`, the artist rows of each training row's play (its first column, in both
+towers) pass back g times their gradient (their value unchanged); the user's side and the
+negatives' rows are untouched. With the pairwise loss over 8 negatives in one row, an artist's
+row gets about 8 times the gradient when it is the play as each time it is a negative, where
+the log loss (and the pairwise loss over one negative) gives it the same in both roles; LazyAdam
+scales each row's step by that row's own gradients, so `PLAY_GRAD=0.125` evens the two roles.
+
 With `HISTORY_NORM=a`, every variant with the history input divides the user's sum by
 (count)^a instead of its square root (FISM's alpha; 1 is the mean, 0 the plain sum).
 
@@ -199,6 +206,7 @@ if TOWERS not in ("", "gmf", "mlp"):
     sys.exit(f"error: TOWERS={TOWERS!r}: give gmf or mlp (or leave it unset for both)")
 DOT_OUTPUT = os.environ.get("DOT_OUTPUT", "0") == "1"   # the output: a plain sum, fixed
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
+PLAY_GRAD = _env(float, "PLAY_GRAD", "1")   # the play's artist rows pass back this share
 
 
 def scored_mask(played, items):
@@ -306,6 +314,19 @@ class BagRows(layers.Layer):
         return rows
 
 
+class PlayGradient(layers.Layer):
+    """rows (n, c, d) -> the same values; column 0's (the play's) gradient times `share`."""
+
+    def __init__(self, share, **kwargs):
+        super().__init__(**kwargs)
+        self.share = share
+
+    def call(self, rows):
+        columns = tf.shape(rows)[1]
+        weight = tf.concat([[self.share], tf.ones([columns - 1])], 0)[None, :, None]
+        return rows * weight + tf.stop_gradient(rows) * (1 - weight)
+
+
 class ItemListeners(layers.Layer):
     """(user (n,), items (n, c)) -> (n, c, d): per scored artist, the sum of a learned row per
     training listener other than the scoring user, over sqrt(their count) (zero for none)."""
@@ -387,6 +408,8 @@ def build(split, variant):
                     for tower in ("gmf", "mlp")]
         gmf_item = layers.Add()([gmf_item, listened[0]])
         mlp_item = layers.Add()([mlp_item, listened[1]])
+    if PLAY_GRAD != 1:
+        gmf_item, mlp_item = PlayGradient(PLAY_GRAD)(gmf_item), PlayGradient(PLAY_GRAD)(mlp_item)
     vectors = [gmf_user(user, item, gmf_item), gmf_item, mlp_user(user, item, mlp_item),
                mlp_item]
     if variant == "embed_dropout":

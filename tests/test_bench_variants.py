@@ -170,6 +170,17 @@ def test_pairwise_loss_is_bpr_over_the_plays_negatives():
     assert np.allclose(got, want, atol=1e-6)
 
 
+def test_play_gradient_scales_only_the_plays_column_and_keeps_the_values():
+    rows = tf.Variable(np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4))
+    with tf.GradientTape() as tape:
+        out = neumf_variants.PlayGradient(0.125)(rows)
+        loss = tf.reduce_sum(out * out)
+    assert np.array_equal(out.numpy(), rows.numpy())
+    want = 2 * rows.numpy()
+    want[:, 0] *= 0.125
+    assert np.allclose(tape.gradient(loss, rows).numpy(), want)
+
+
 def test_scored_weights_are_the_moving_average_and_training_keeps_its_own():
     plays = data.frames_to_plays(*data.make_planted(60, 80, 1_200, seed=7))
     split = data.leave_one_out(plays, 20, seed=1, validation=True)
