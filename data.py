@@ -39,6 +39,8 @@ COLUMNS = {
     ARTIST_FILE: ["artist_id", "artist_name"],
     USER_FILE: ["user_id", "gender", "age", "country"],
 }
+CACHE_FILE = "lastfm_cache.npz"    # the checked plays, beside the CSVs they were read from
+SOURCE_FILE = ".source-url"        # in the download folder: the URL its CSVs came from
 CACHE_VERSION = 4           # 4: caches hold which artist ids exist (gaps in the numbering)
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
@@ -95,6 +97,18 @@ def download_csvs(root_url, cache_dir=None, explicit_url=False):
     base = root_url if root_url.endswith("/") else root_url + "/"
     folder = os.path.join(os.path.expanduser(cache_dir or os.path.join("~", ".keras")), "lastfm")
     os.makedirs(folder, exist_ok=True)
+    # The folder holds one URL's files, named in SOURCE_FILE: another URL's (or, for a URL given
+    # with --root_url, files of no recorded source) are fetched again, not passed off as its own
+    record = os.path.join(folder, SOURCE_FILE)
+    try:
+        with open(record, encoding="utf-8") as stream:
+            source = stream.read().strip()
+    except OSError:
+        source = "" if explicit_url else base
+    if source != base:
+        for name in (*COLUMNS, CACHE_FILE, SOURCE_FILE):
+            if os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
     for name in COLUMNS:
         url, path = base + name, os.path.join(folder, name)
         if os.path.isfile(path):
@@ -107,6 +121,8 @@ def download_csvs(root_url, cache_dir=None, explicit_url=False):
             raise DataError(f"could not download {url} ({error_reason(error)}); use "
                             "--data_dir=DIR with the three CSV files, or --dataset=sample to "
                             "run offline") from None
+    if not os.path.isfile(record):
+        write_text(record, base + "\n")
     return folder
 
 
@@ -119,7 +135,7 @@ def load_folder(data_dir, use_cache=True):
     for name, path in paths.items():
         if not os.path.isfile(path):
             raise DataError(f"{path}: file not found; the folder must hold {', '.join(COLUMNS)}")
-    cache_path = os.path.join(data_dir, "lastfm_cache.npz")
+    cache_path = os.path.join(data_dir, CACHE_FILE)
     stamp = _source_stamp(paths.values())
     if use_cache:
         cached = _read_cache(cache_path, stamp)
@@ -604,6 +620,11 @@ def counted(noun, num_ids, num_existing):
     return f"{num_existing:,} {noun} (ids up to {num_ids - 1:,}; {gaps:,} gaps)"
 
 
+def count_untrained(users, train_users, num_users):
+    """How many of `users` have no training pair (a split file can hold such test users)."""
+    return int((np.bincount(train_users, minlength=num_users)[users] == 0).sum())
+
+
 def write_ncf_split(split, prefix):
     """Writes PREFIX.train.rating (every pair but the test ones, validation included),
     PREFIX.test.rating and PREFIX.test.negative, tab-separated as in the NCF paper's Data/."""
@@ -657,9 +678,11 @@ def read_ncf_split(prefix, seed, validation=False):
     if sampler.is_played(np.repeat(test_users, negatives.shape[1]), negatives.ravel()).any():
         raise DataError(f"{paths[2]}: a negative is an item the user played; negatives must be "
                         "unplayed items")
-    train_users, train_items = train[0].astype(np.int32), train[1].astype(np.int32)
-    order = np.lexsort((train_items, train_users))
-    train_users, train_items = train_users[order], train_items[order]
+    # a pair on two lines of the training file is one pair (as the CSVs' repeated rows are),
+    # else it would train twice and could be carved as validation while still trained on
+    train_keys = np.unique(train[0] * num_items + train[1])
+    train_users = (train_keys // num_items).astype(np.int32)
+    train_items = (train_keys % num_items).astype(np.int32)
     valid_rows = np.zeros(0, np.int64)
     if validation:
         rng = np.random.default_rng([seed, 3])

@@ -177,6 +177,11 @@ def check_settings(s):
             raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
     if kernel_choice_error():
         raise SettingError(kernel_choice_error())
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        raise SettingError(f"KERAS_BACKEND={backend!r}: this script runs on Keras' TensorFlow "
+                           "backend (its layers and kernels are TensorFlow's); unset it or set "
+                           "KERAS_BACKEND=tensorflow")
     if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
         raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
                            f"{s['MODEL']} has no such input (use --user_input=id)")
@@ -193,6 +198,11 @@ def check_settings(s):
     if "ROOT_URL" in given and (s["DATA_DIR"] or s["DATASET"] != "lastfm"):
         raise SettingError("--root_url is where --dataset=lastfm downloads from; with --data_dir "
                            "or another --dataset nothing is downloaded (drop one of them)")
+    if s["SPLIT"] and s["EXPORT_SPLIT"] and (os.path.realpath(s["SPLIT"])
+                                             == os.path.realpath(s["EXPORT_SPLIT"])):
+        raise SettingError(f"--export_split={s['EXPORT_SPLIT']} would overwrite the --split files "
+                           "it reads (their ratings and timestamps become 1 and 0); export to "
+                           "another prefix")
     for key in ("SPLIT", "EXPORT_SPLIT"):
         if s[key] and s[key].endswith(("/", os.sep)):
             raise SettingError(f"--{key.lower()}={s[key]} ends with a folder; it is a prefix of "
@@ -328,16 +338,20 @@ def run(s, given):
                                  f"{s['SPLIT']}.test.negative; use --top_k="
                                  f"{s['NUM_EVAL_NEGATIVES']} or less")
         print(f"data: {split.num_users:,} users, "
-              f"{data.counted('items', split.num_items, len(split.sampler.items))} from "
-              f"{s['SPLIT']}.*")
+              f"{data.counted('items', split.num_items, len(split.sampler.items))}"
+              + (f" ({plays.num_duplicates:,} repeated training rows merged)"
+                 if plays.num_duplicates else "") + f" from {s['SPLIT']}.*")
     else:
         plays = data.load(s["DATASET"], s["DATA_DIR"], s["ROOT_URL"], s["SCALE"], s["SEED"],
                           explicit_url="ROOT_URL" in given)
         split = data.leave_one_out(plays, s["NUM_EVAL_NEGATIVES"], s["SEED"], with_validation)
+    untrained = data.count_untrained(split.test_users, split.train_users, split.num_users)
     print(f"split: {len(split.test_users):,} test users, {len(split.valid_users):,} validation "
           f"users, {len(split.train_users):,} training pairs"
           + (f"; {split.num_untestable:,} users left out of testing (fewer than "
-             f"{s['NUM_EVAL_NEGATIVES']} unplayed artists)" if split.num_untestable else ""))
+             f"{s['NUM_EVAL_NEGATIVES']} unplayed artists)" if split.num_untestable else "")
+          + (f"; {untrained:,} test users have no training pair (the model knows nothing they "
+             "played)" if untrained else ""))
     if s["RECOMMEND_USER"]:   # checked now, not after an hour of training
         report.check_user_ids(parse_user_list(s["RECOMMEND_USER"]), split.num_users)
     if s["SIMILAR_TO"]:

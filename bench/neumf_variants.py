@@ -110,6 +110,10 @@ row gets about 8 times the gradient when it is the play as each time it is a neg
 the log loss (and the pairwise loss over one negative) gives it the same in both roles; LazyAdam
 scales each row's step by that row's own gradients, so `PLAY_GRAD=0.125` evens the two roles.
 
+With `OPTIMIZER=sgd`, every variant but ema and adamw trains with plain SGD (models.LazySGD:
+each looked-up row moves by the learning rate times its gradient, no per-row scaling) instead
+of LazyAdam; the losses are means over a step's rows, so its learning rate is in the tens.
+
 With `HISTORY_NORM=a`, every variant with the history input divides the user's sum by
 (count)^a instead of its square root (FISM's alpha; 1 is the mean, 0 the plain sum).
 
@@ -207,6 +211,9 @@ if TOWERS not in ("", "gmf", "mlp"):
 DOT_OUTPUT = os.environ.get("DOT_OUTPUT", "0") == "1"   # the output: a plain sum, fixed
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 PLAY_GRAD = _env(float, "PLAY_GRAD", "1")   # the play's artist rows pass back this share
+OPTIMIZER = os.environ.get("OPTIMIZER", "lazy_adam")   # or sgd: plain SGD on the looked-up rows
+if OPTIMIZER not in ("lazy_adam", "sgd"):
+    sys.exit(f"error: OPTIMIZER={OPTIMIZER!r}: give lazy_adam or sgd")
 
 
 def scored_mask(played, items):
@@ -430,7 +437,7 @@ def build(split, variant):
     optimizer = (AveragingLazyAdam(LEARNING_RATE, use_ema=True, ema_momentum=EMA_MOMENTUM)
                  if variant == "ema" else
                  models.LazyAdam(LEARNING_RATE, weight_decay=WEIGHT_DECAY) if variant == "adamw"
-                 else models.make_optimizer("lazy_adam", LEARNING_RATE))
+                 else models.make_optimizer(OPTIMIZER, LEARNING_RATE))
     model.compile(optimizer,
                   loss=LOSSES[LOSS] if LOSS else LOSSES.get(variant, LOSSES["bce"]),
                   steps_per_execution=models.STEPS_PER_CALL)

@@ -604,3 +604,32 @@ def test_bench_scripts_refuse_an_unknown_kernel_choice_before_building_a_model(m
         assert str(stopped.value) == ("error: NCF_LASTFM_KERNEL='fast' is not a kernel choice; "
                                       "expected 1 (built for this CPU, the default), portable "
                                       "or 0 (TensorFlow ops only)")
+
+
+def test_split_line_counts_test_users_without_training_pairs(tmp_path, capsys):
+    plays = data.frames_to_plays(*data.make_planted(40, 60, 600, seed=2))
+    prefix = str(tmp_path / "s")
+    data.write_ncf_split(data.leave_one_out(plays, 20, seed=1), prefix)
+    train = open(prefix + ".train.rating").read().splitlines()
+    gone = {line.split("\t")[0] for line in open(prefix + ".test.rating").read().splitlines()[:3]}
+    with open(prefix + ".train.rating", "w") as stream:
+        stream.write("\n".join(l for l in train if l.split("\t")[0] not in gone) + "\n")
+    code, out, err = run_main(capsys, f"--split={prefix}", "--num_epoch=0",
+                              f"--output_dir={tmp_path / 'o'}")
+    assert code == 0
+    assert "; 3 test users have no training pair (the model knows nothing they played)" in out
+
+
+def test_export_over_the_split_read_is_refused(tmp_path, capsys):
+    prefix = str(tmp_path / "s")
+    code, out, err = run_main(capsys, f"--split={prefix}", f"--export_split={tmp_path}/./s")
+    assert code == 2 and err.startswith(f"error: --export_split={tmp_path}/./s would overwrite "
+                                        "the --split files it reads") and err.count("\n") == 1
+
+
+def test_another_keras_backend_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    code, out, err = run_main(capsys, "--dataset=sample")
+    assert code == 2 and err == ("error: KERAS_BACKEND='jax': this script runs on Keras' "
+                                 "TensorFlow backend (its layers and kernels are TensorFlow's); "
+                                 "unset it or set KERAS_BACKEND=tensorflow\n")

@@ -522,3 +522,22 @@ def test_an_item_id_no_split_file_names_is_never_a_validation_candidate(tmp_path
     assert (named % 2 == 0).all() and len(back.valid_users) > 0
     assert len(back.sampler.items) == len(named) < back.num_items
     assert np.isin(back.valid_negatives, named).all()
+
+
+def test_split_training_pair_on_two_lines_is_one_pair_never_validation_and_trained(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    train = lines[".train.rating"]
+    rewrite(prefix + ".train.rating", train + train[::2])     # every other pair given twice
+    plays, split = data.read_ncf_split(prefix, seed=0, validation=True)
+    _, plain = data.read_ncf_split(small_split(tmp_path / "again")[0], seed=0, validation=True)
+    assert plays.num_duplicates == len(train[::2])
+    keys = split.train_users.astype(np.int64) * split.num_items + split.train_items
+    assert len(np.unique(keys)) == len(keys)                  # each pair trained once
+    valid = split.valid_users.astype(np.int64) * split.num_items + split.valid_items
+    assert not np.isin(valid, keys).any()                     # a validation pair is not trained
+    assert len(split.train_users) + len(split.valid_users) == len(train)
+    assert np.array_equal(split.valid_items, plain.valid_items)   # the same carve as without
+
+
+def test_count_untrained_counts_test_users_without_a_training_pair():
+    assert data.count_untrained(np.array([0, 1, 2, 3]), np.array([1, 1, 3]), 5) == 2

@@ -52,7 +52,28 @@ def test_download_then_cache(served, tmp_path):
     url = served()
     plays = data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
     assert len(plays.user_ids) > 200
-    assert set(os.listdir(tmp_path / "k" / "lastfm")) == set(data.COLUMNS) | {"lastfm_cache.npz"}
+    assert set(os.listdir(tmp_path / "k" / "lastfm")) == set(data.COLUMNS) | {"lastfm_cache.npz",
+                                                                              ".source-url"}
+
+
+def test_files_cached_from_another_url_are_fetched_again(served, tmp_path):
+    first, other = served(), served()
+    data.load("lastfm", root_url=first, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    cache = tmp_path / "k" / "lastfm"
+    (cache / data.PLAY_FILE).write_text("user_id,artist_id,plays\n0,0,1\n")   # first's, edited
+    plays = data.load("lastfm", root_url=first, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    assert len(plays.user_ids) == 1                       # the same URL: its cached files
+    plays = data.load("lastfm", root_url=other, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    assert len(plays.user_ids) > 200                      # another URL: downloaded again
+    assert (cache / ".source-url").read_text() == other + "\n"
+
+
+def test_files_of_no_recorded_source_are_fetched_again_for_a_given_url(served, tmp_path):
+    url = served()
+    cache = tmp_path / "k" / "lastfm"
+    write_csvs(cache, *data.make_planted(5, 6, 10, seed=1))   # an older version's download
+    plays = data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
+    assert len(plays.user_ids) > 200
 
 
 def test_404_names_the_url_and_the_alternatives(served, tmp_path):
@@ -87,6 +108,7 @@ def test_cached_file_that_does_not_parse_is_downloaded_again(served, tmp_path):
     cache.mkdir(parents=True)
     for name in data.COLUMNS:
         (cache / name).write_text("garbage\n\x00\x01")
+    (cache / ".source-url").write_text(url + "\n")   # this URL's download, then damaged
     messages = []
     plays = data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"),
                       log=messages.append)
