@@ -110,6 +110,10 @@ row gets about 8 times the gradient when it is the play as each time it is a neg
 the log loss (and the pairwise loss over one negative) gives it the same in both roles; LazyAdam
 scales each row's step by that row's own gradients, so `PLAY_GRAD=0.125` evens the two roles.
 
+With `NEG_L2=x`, the artist rows of a training row's negatives (every column but the first) get
+L2 x instead of $L2 (the play's row keeps $L2): with 8 negatives in one row, an artist's row is
+penalised once per negative lookup, 8 a play, where one negative a row gives one.
+
 With `OPTIMIZER=sgd`, every variant but ema and adamw trains with plain SGD (models.LazySGD:
 each looked-up row moves by the learning rate times its gradient, no per-row scaling) instead
 of LazyAdam; the losses are means over a step's rows, so its learning rate is in the tens.
@@ -211,6 +215,7 @@ if TOWERS not in ("", "gmf", "mlp"):
 DOT_OUTPUT = os.environ.get("DOT_OUTPUT", "0") == "1"   # the output: a plain sum, fixed
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 PLAY_GRAD = _env(float, "PLAY_GRAD", "1")   # the play's artist rows pass back this share
+NEG_L2 = _env(float, "NEG_L2", "-1")   # the negatives' artist rows' L2, if 0 or more
 OPTIMIZER = os.environ.get("OPTIMIZER", "lazy_adam")   # or sgd: plain SGD on the looked-up rows
 if OPTIMIZER not in ("lazy_adam", "sgd"):
     sys.exit(f"error: OPTIMIZER={OPTIMIZER!r}: give lazy_adam or sgd")
@@ -321,6 +326,22 @@ class BagRows(layers.Layer):
         return rows
 
 
+class ColumnL2(layers.Layer):
+    """rows (n, c, d) -> the same; adds (play_l2 * |column 0|^2 + negative_l2 * |columns 1..|^2)
+    / n, models._embedding's L2 on looked-up rows when the two are equal."""
+
+    def __init__(self, play_l2, negative_l2, **kwargs):
+        super().__init__(**kwargs)
+        self.play_l2, self.negative_l2 = play_l2, negative_l2
+
+    def call(self, rows):
+        squares = tf.reduce_sum(tf.square(rows), [0, 2])                       # (c,)
+        batch = tf.cast(tf.shape(rows)[0], rows.dtype)
+        self.add_loss((self.play_l2 * squares[0] + self.negative_l2 * tf.reduce_sum(squares[1:]))
+                      / batch)
+        return rows
+
+
 class PlayGradient(layers.Layer):
     """rows (n, c, d) -> the same values; column 0's (the play's) gradient times `share`."""
 
@@ -400,6 +421,8 @@ def build(split, variant):
     item = keras.Input(shape=(None,), name="item", dtype="int32")
 
     def item_rows(name):
+        if NEG_L2 >= 0:
+            return ColumnL2(l2, NEG_L2)(models._embedding(split.num_items, FACTORS, name, 0)(item))
         return models._embedding(split.num_items, FACTORS, name, l2)(item)    # (n, c, d)
 
     gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,

@@ -4,6 +4,7 @@ import os
 import sys
 
 import numpy as np
+import keras
 import tensorflow as tf
 
 import data
@@ -168,6 +169,19 @@ def test_pairwise_loss_is_bpr_over_the_plays_negatives():
     x = logits.numpy()
     want = [np.mean([-np.log(1 / (1 + np.exp(-(row[0] - n)))) for n in row[1:]]) for row in x]
     assert np.allclose(got, want, atol=1e-6)
+
+
+def test_column_l2_is_the_row_l2_when_equal_and_weights_the_negatives_apart():
+    rows = tf.constant(np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) / 10)
+    square = np.square(rows.numpy()).sum((0, 2))
+    embedding_like = keras.regularizers.L2(0.01)(rows).numpy() / 2
+    layer = neumf_variants.ColumnL2(0.01, 0.01)
+    assert np.array_equal(layer(rows).numpy(), rows.numpy())
+    assert np.isclose(float(sum(layer.losses)), embedding_like, rtol=1e-6)
+    layer = neumf_variants.ColumnL2(0.01, 0.002)
+    layer(rows)
+    assert np.isclose(float(sum(layer.losses)), (0.01 * square[0] + 0.002 * square[1:].sum()) / 2,
+                      rtol=1e-6)
 
 
 def test_play_gradient_scales_only_the_plays_column_and_keeps_the_values():
