@@ -21,6 +21,7 @@ Refuses: a missing or empty file, a missing column or one named twice in the hea
 """
 import csv
 import dataclasses
+import hashlib
 import os
 import re
 import time
@@ -618,6 +619,18 @@ def counted(noun, num_ids, num_existing):
     if not gaps:
         return f"{num_ids:,} {noun}"
     return f"{num_existing:,} {noun} (ids up to {num_ids - 1:,}; {gaps:,} gaps)"
+
+
+def split_digest(split):
+    """A digest of what a model trained on `split` has seen and is scored on: the sizes, every
+    pair outside the test set (training and validation alike, so carving validation or not
+    does not change it) and the test pairs. An exported split read back has the same digest."""
+    digest = hashlib.sha256(np.array([split.num_users, split.num_items], np.int64).tobytes())
+    for users, items in ((np.concatenate([split.train_users, split.valid_users]),
+                          np.concatenate([split.train_items, split.valid_items])),
+                         (split.test_users, split.test_items)):
+        digest.update(np.sort(users.astype(np.int64) * split.num_items + items).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def count_untrained(users, train_users, num_users):

@@ -21,10 +21,12 @@ Users: a learned row per user (the paper's input), or with `history` (`--user_in
 """
 import functools
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -526,6 +528,27 @@ def settings_of(model):
         found["OPTIMIZER"] = kind
         found["LEARNING_RATE"] = float(str(np.float32(optimizer.learning_rate.numpy())))
     return found
+
+
+DATA_RECORD = "ncf_lastfm.json"   # beside Keras' own files in a saved model's zip
+
+
+def save(model, path, data_digest=""):
+    """`model.save(path)`, plus (when given) the digest of the data it was trained on
+    (data.split_digest), stored as one more file in the .keras zip, which Keras ignores."""
+    model.save(path)
+    if data_digest:
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(DATA_RECORD, json.dumps({"data_digest": data_digest}))
+
+
+def saved_data_digest(path):
+    """The data digest `save` stored in a .keras file, or "" (none stored, or not readable)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read(DATA_RECORD))["data_digest"])
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return ""
 
 
 def load(path):

@@ -521,6 +521,12 @@ def check_fits(model, path, split):
         raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "
                              f"artists, the data {split.num_users:,} and {split.num_items:,}; "
                              "use the data settings it was trained with")
+    trained_on = models.saved_data_digest(path)
+    if trained_on and trained_on != data.split_digest(split):
+        raise data.DataError(f"--load={path} was trained on other plays or test artists than "
+                             f"these (data digest {trained_on}, here {data.split_digest(split)}); "
+                             "scored here, its training artists could be test artists: use the "
+                             "data and --seed it was trained with")
     return model
 
 
@@ -596,6 +602,7 @@ def compare(s, split, log):
 def report_run(s, plays, split, result):
     """metrics.json, the saved model, plots, recommendations and similar artists."""
     import data
+    import models
     import report
     import training
     folder = s["OUTPUT_DIR"]
@@ -614,7 +621,8 @@ def report_run(s, plays, split, result):
             metrics["popularity_" + key] = popularity[key]
     if model is not None and (not s["LOAD"] or s["NUM_EPOCH"]):   # trained here
         path = os.path.join(folder, f"{result['model']}.keras")
-        data.atomic_write(path, model.save)
+        data.atomic_write(path, lambda temporary: models.save(model, temporary,
+                                                              data.split_digest(split)))
         metrics["saved_model"] = path
         print(f"saved model: {path}")
     data.atomic_write(os.path.join(folder, "metrics.json"),

@@ -633,3 +633,23 @@ def test_another_keras_backend_is_one_line(capsys, monkeypatch):
     assert code == 2 and err == ("error: KERAS_BACKEND='jax': this script runs on Keras' "
                                  "TensorFlow backend (its layers and kernels are TensorFlow's); "
                                  "unset it or set KERAS_BACKEND=tensorflow\n")
+
+
+def test_load_of_a_model_apart_from_its_metrics_is_checked_by_the_data_it_holds(tmp_path,
+                                                                                capsys):
+    argv = ["--dataset=sample", "--num_epoch=1", "--quiet"]
+    assert ncf_lastfm.main(argv + [f"--output_dir={tmp_path / 'a'}"]) == 0
+    lone = tmp_path / "lone" / "mlp.keras"           # no metrics.json beside it
+    lone.parent.mkdir()
+    lone.write_bytes((tmp_path / "a" / "mlp.keras").read_bytes())
+    assert models.saved_data_digest(str(lone))
+    capsys.readouterr()
+    code, out, err = run_main(capsys, "--dataset=sample", "--seed=7", f"--load={lone}",
+                              f"--output_dir={tmp_path / 'b'}")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --load={lone} was trained on other plays or test artists")
+    code, out, err = run_main(capsys, "--dataset=sample", f"--load={lone}", "--quiet",
+                              f"--output_dir={tmp_path / 'c'}")
+    assert code == 0
+    assert (json.load(open(tmp_path / "c" / "metrics.json"))["hit_ratio"]
+            == json.load(open(tmp_path / "a" / "metrics.json"))["hit_ratio"])

@@ -541,3 +541,16 @@ def test_split_training_pair_on_two_lines_is_one_pair_never_validation_and_train
 
 def test_count_untrained_counts_test_users_without_a_training_pair():
     assert data.count_untrained(np.array([0, 1, 2, 3]), np.array([1, 1, 3]), 5) == 2
+
+
+def test_split_digest_is_the_same_read_back_with_or_without_validation_and_not_another_seed(
+        tmp_path):
+    plays = data.frames_to_plays(*data.make_planted(60, 80, 600, seed=5))
+    split = data.leave_one_out(plays, 5, seed=0, validation=True)
+    data.write_ncf_split(split, str(tmp_path / "s"))
+    digest = data.split_digest(split)
+    assert data.split_digest(data.read_ncf_split(str(tmp_path / "s"), seed=0)[1]) == digest
+    assert data.split_digest(data.read_ncf_split(str(tmp_path / "s"), seed=3,
+                                                 validation=True)[1]) == digest
+    assert data.split_digest(data.leave_one_out(plays, 5, seed=0)) == digest
+    assert data.split_digest(data.leave_one_out(plays, 5, seed=1)) != digest
