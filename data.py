@@ -688,9 +688,12 @@ def read_ncf_split(prefix, seed, validation=False):
     sampler = sampling.NegativeSampler(plays.user_ids, plays.artist_ids, num_users, num_items,
                                        plays.artists())
     test_users, test_items = test[0].astype(np.int32), test[1].astype(np.int32)
-    if sampler.is_played(np.repeat(test_users, negatives.shape[1]), negatives.ravel()).any():
-        raise DataError(f"{paths[2]}: a negative is an item the user played; negatives must be "
-                        "unplayed items")
+    played = sampler.is_played(np.repeat(test_users, negatives.shape[1]), negatives.ravel())
+    if played.any():
+        row, column = divmod(int(np.argmax(played)), negatives.shape[1])
+        raise DataError(f"{paths[2]}: line {negative_lines[row]} lists item "
+                        f"{negatives[row, column]}, which user {test_users[row]} played, as a "
+                        "negative; negatives must be items the user did not play")
     # a pair on two lines of the training file is one pair (as the CSVs' repeated rows are),
     # else it would train twice and could be carved as validation while still trained on
     train_keys = np.unique(train[0] * num_items + train[1])
@@ -798,7 +801,7 @@ def _rating_line(path, row):
 def _read_negatives(path, num_rows):
     """-> (negatives (num_rows, num_negatives) int64, the file's line number of each row)."""
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:   # a byte-order mark, as the .rating
             split_lines = [(number, line.rstrip("\r\n").split("\t"))
                            for number, line in enumerate(stream, start=1) if line.strip()]
     except UnicodeDecodeError as error:

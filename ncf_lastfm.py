@@ -137,6 +137,11 @@ def _typed_value(key, text, default):
         value = text  # --recommend_user=0,7 and --similar_to=1349 are text
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            value = float(value)   # nan, inf: numbers, refused below as not finite
+        except ValueError:
+            pass
     if isinstance(default, tuple) and isinstance(value, (int, list)):
         value = tuple(value) if isinstance(value, list) else (value,)
     if type(value) is not type(default):
@@ -198,6 +203,10 @@ def check_settings(s):
     if "ROOT_URL" in given and (s["DATA_DIR"] or s["DATASET"] != "lastfm"):
         raise SettingError("--root_url is where --dataset=lastfm downloads from; with --data_dir "
                            "or another --dataset nothing is downloaded (drop one of them)")
+    for key in ("SPLIT", "EXPORT_SPLIT", "DATA_DIR", "LOAD", "RECOMMEND_USER", "SIMILAR_TO",
+                "ROOT_URL"):
+        if key in given and not s[key].strip():
+            raise SettingError(f"--{key.lower()}= is empty; give it a value or leave it out")
     if s["SPLIT"] and s["EXPORT_SPLIT"] and (os.path.realpath(s["SPLIT"])
                                              == os.path.realpath(s["EXPORT_SPLIT"])):
         raise SettingError(f"--export_split={s['EXPORT_SPLIT']} would overwrite the --split files "

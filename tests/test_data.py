@@ -554,3 +554,25 @@ def test_split_digest_is_the_same_read_back_with_or_without_validation_and_not_a
                                                  validation=True)[1]) == digest
     assert data.split_digest(data.leave_one_out(plays, 5, seed=0)) == digest
     assert data.split_digest(data.leave_one_out(plays, 5, seed=1)) != digest
+
+
+def test_split_negative_the_user_played_names_the_line_user_and_item(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    user, _ = lines[".test.rating"][3].split("\t")[:2]
+    played = next(l.split("\t")[1] for l in lines[".train.rating"] if l.split("\t")[0] == user)
+    negative = lines[".test.negative"]
+    fields = negative[3].split("\t")
+    fields[2] = played
+    rewrite(prefix + ".test.negative", negative[:3] + ["\t".join(fields)] + negative[4:])
+    with pytest.raises(data.DataError, match=rf"s.test.negative: line 4 lists item {played}, "
+                                             rf"which user {user} played, as a negative"):
+        data.read_ncf_split(prefix, seed=0)
+
+
+def test_split_negative_file_with_a_byte_order_mark_is_read(tmp_path):
+    prefix, lines = small_split(tmp_path)
+    _, plain = data.read_ncf_split(prefix, seed=0)
+    with open(prefix + ".test.negative", "w", encoding="utf-8-sig") as stream:
+        stream.write("\n".join(lines[".test.negative"]) + "\n")
+    _, split = data.read_ncf_split(prefix, seed=0)
+    assert np.array_equal(split.test_negatives, plain.test_negatives)
