@@ -306,10 +306,12 @@ def _read_frames(frames):
     if len(users) == 0:
         raise DataError(f"{_where(play_df, PLAY_FILE)}: no rows; expected at least one play")
     # Before any table of one row per id is made:
-    _check_dense_ids("artist_id", [(_where(play_df, PLAY_FILE), artists, _csv_row),
-                                   (_where(artist_df, ARTIST_FILE), known_artists, _csv_row)])
-    _check_dense_ids("user_id", [(_where(play_df, PLAY_FILE), users, _csv_row),
-                                 (_where(frames[USER_FILE], USER_FILE), user_df_ids, _csv_row)])
+    play_where, artist_where = _where(play_df, PLAY_FILE), _where(artist_df, ARTIST_FILE)
+    user_where = _where(frames[USER_FILE], USER_FILE)
+    _check_dense_ids("artist_id", [(play_where, artists, _csv_rows(play_where)),
+                                   (artist_where, known_artists, _csv_rows(artist_where))])
+    _check_dense_ids("user_id", [(play_where, users, _csv_rows(play_where)),
+                                 (user_where, user_df_ids, _csv_rows(user_where))])
     artist_names = artist_df["artist_name"].fillna("").astype(str).to_numpy()
     _check_one_name_per_artist(known_artists, artist_names, _where(artist_df, ARTIST_FILE))
     num_artists = int(max(known_artists.max(initial=-1), artists.max()) + 1)
@@ -318,7 +320,8 @@ def _read_frames(frames):
     unknown = ~known[artists]
     if unknown.any():
         row = int(np.argmax(unknown))
-        raise DataError(f"{_where(play_df, PLAY_FILE)}: artist_id {artists[row]} (row {row + 2}) "
+        raise DataError(f"{_where(play_df, PLAY_FILE)}: artist_id {artists[row]} (row "
+                        f"{_csv_line(_where(play_df, PLAY_FILE), row)}) "
                         f"is not in {ARTIST_FILE}; every played artist needs a name there")
     num_users = int(max(users.max(), user_df_ids.max(initial=-1)) + 1)
     names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
@@ -357,12 +360,29 @@ def _check_one_name_per_artist(artist_ids, names, where):
     if clash.any():
         first, second = order[np.argmax(clash)], order[np.argmax(clash) + 1]
         raise DataError(f"{where}: artist_id {artist_ids[first]} is named {names[first]!r} (row "
-                        f"{first + 2}) and {names[second]!r} (row {second + 2}); give each "
-                        "artist_id one name")
+                        f"{_csv_line(where, first)}) and {names[second]!r} (row "
+                        f"{_csv_line(where, second)}); give each artist_id one name")
 
 
-def _csv_row(index):
-    return f"row {index + 2}"  # row 1 is the header
+def _csv_line(where, index):
+    """The file's line number of data row `index` (0-based; the header is line 1): pandas skips
+    empty lines, so after one the row's index is not its line. Read only when a message needs
+    it; `where` not a file (a frame made in code): index + 2."""
+    try:
+        with open(where, encoding="utf-8-sig", newline="") as stream:
+            reader = csv.reader(stream)
+            seen = -2                     # the header is row -1
+            for row in reader:
+                seen += bool(row)
+                if seen == index:
+                    return reader.line_num
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return index + 2
+
+
+def _csv_rows(where):
+    return lambda index: f"row {_csv_line(where, index)}"
 
 
 def _where(frame, name):
@@ -402,15 +422,15 @@ def _integer_column(frame, name, column, numeric_only=False):
             value = value.item() if isinstance(value, np.generic) else value
             shown = "missing" if pd.isna(value) or value == "" else repr(value)
             if np.isfinite(float(numbers.iloc[row])) and not in_range.iloc[row]:
-                raise DataError(f"{where}: column {column!r} row {row + 2} is {shown}; out of "
+                raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is {shown}; out of "
                                 f"range, expected {kind} from 0 to {INT64_MAX:,} (a 64-bit "
                                 "integer)")
-            raise DataError(f"{where}: column {column!r} row {row + 2} is {shown}; "
+            raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is {shown}; "
                             f"expected {kind} (0 or more)")
         array = np.round(numbers.to_numpy(np.float64)).astype(np.int64)
     if (array < 0).any():
         row = int(np.argmax(array < 0))
-        raise DataError(f"{where}: column {column!r} row {row + 2} is {array[row]}; "
+        raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is {array[row]}; "
                         f"expected {kind} of 0 or more")
     return array
 

@@ -514,6 +514,10 @@ def read_saved_model(path):
     import models
     if not os.path.isfile(path):
         raise data.DataError(f"--load={path}: file not found; give a .keras file a run saved")
+    import zipfile
+    if not zipfile.is_zipfile(path):   # Keras would say "File not found"
+        raise data.DataError(f"--load={path}: not a .keras file (a .keras file is a zip archive); "
+                             "give a .keras file a run saved")
     try:
         return models.load(path)
     except Exception as error:  # not a Keras file, or one made by other code

@@ -656,3 +656,12 @@ def test_load_of_a_model_apart_from_its_metrics_is_checked_by_the_data_it_holds(
     assert code == 0
     assert (json.load(open(tmp_path / "c" / "metrics.json"))["hit_ratio"]
             == json.load(open(tmp_path / "a" / "metrics.json"))["hit_ratio"])
+
+
+def test_load_of_a_file_that_is_not_a_zip_says_so(tmp_path, capsys):
+    path = tmp_path / "model.keras"
+    path.write_text("not a model")
+    code, out, err = run_main(capsys, "--dataset=sample", f"--load={path}",
+                              f"--output_dir={tmp_path / 'o'}")
+    assert code == 2 and err == (f"error: --load={path}: not a .keras file (a .keras file is a "
+                                 "zip archive); give a .keras file a run saved\n")

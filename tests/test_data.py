@@ -576,3 +576,17 @@ def test_split_negative_file_with_a_byte_order_mark_is_read(tmp_path):
         stream.write("\n".join(lines[".test.negative"]) + "\n")
     _, split = data.read_ncf_split(prefix, seed=0)
     assert np.array_equal(split.test_negatives, plain.test_negatives)
+
+
+@pytest.mark.parametrize("file, column", [(data.PLAY_FILE, "artist_id"),
+                                          (data.USER_FILE, "user_id")])
+def test_csv_messages_name_the_files_line_after_empty_lines(tmp_path, file, column):
+    folder = tmp_path / "csv"
+    write_csvs(folder, *data.make_planted(20, 30, 200, seed=0))
+    lines = (folder / file).read_text().splitlines()
+    fields = lines[7].split(",")
+    fields[lines[0].split(",").index(column)] = "abc"
+    lines = lines[:2] + ["", ""] + lines[2:7] + [",".join(fields)] + lines[8:]   # now line 10
+    (folder / file).write_text("\n".join(lines) + "\n")
+    with pytest.raises(data.DataError, match=rf"column '{column}' row 10 is 'abc'"):
+        data.load_folder(str(folder), use_cache=False)
