@@ -197,6 +197,17 @@ def check_settings(s):
     if s["DATA_DIR"] and s["DATASET"] != "lastfm":
         raise SettingError(f"--data_dir is read by --dataset=lastfm; --dataset={s['DATASET']} "
                            "makes its data in code (drop one of them)")
+    if s["COMPARE"] and "MODEL" in given:
+        raise SettingError(f"--compare trains every model (pop, bpr, gmf, mlp, neumf); drop "
+                           f"--model={s['MODEL']}")
+    if "PATIENCE" in given and not (s["VALIDATION"] or s["COMPARE"] or s["LOAD"]):
+        raise SettingError(f"--patience counts epochs without a better validation hit ratio; "
+                           f"--model={s['MODEL']} trains without validation unless --validation "
+                           "is given")
+    ignored = [key for key in ("HIDDEN_UNITS", "DROPOUT") if key in given]
+    if ignored and s["MODEL"] in ("gmf", "bpr", "pop") and not (s["COMPARE"] or s["LOAD"]):
+        raise SettingError(f"--{ignored[0].lower()} sizes the MLP of mlp and neumf; --model="
+                           f"{s['MODEL']} has none (drop it)")
     if "SCALE" in given and s["DATASET"] != "synthetic":
         raise SettingError("--scale sizes --dataset=synthetic only; drop it or add "
                            "--dataset=synthetic")

@@ -31,6 +31,12 @@ def run_main(capsys, *argv):
     (["--num_epoch=three"], "--num_epoch=three is a str; expected a int"),
     (["--learning_rate=fast"], "--learning_rate=fast is a str; expected a float"),
     (["--learning_rate=nan"], "--learning_rate=nan is not a finite number"),
+    (["--compare", "--model=gmf"], "--compare trains every model (pop, bpr, gmf, mlp, neumf); "
+                                   "drop --model=gmf"),
+    (["--patience=5"], "--patience counts epochs without a better validation hit ratio; "
+                       "--model=mlp trains without validation unless --validation is given"),
+    (["--model=gmf", "--hidden_units=(8,4)"], "--hidden_units sizes the MLP of mlp and neumf; "
+                                              "--model=gmf has none (drop it)"),
     (["--split="], "--split= is empty; give it a value or leave it out"),
     (["--data_dir= "], "--data_dir= is empty; give it a value or leave it out"),
     (["--neg_ratio=0"], "--neg_ratio=0 is out of range"),
