@@ -367,7 +367,9 @@ def _check_one_name_per_artist(artist_ids, names, where):
 def _csv_line(where, index):
     """The file's line number of data row `index` (0-based; the header is line 1): pandas skips
     empty lines, so after one the row's index is not its line. Read only when a message needs
-    it; `where` not a file (a frame made in code): index + 2."""
+    it. `where` a bare file name (a frame made in code, not read from a folder): index + 2."""
+    if os.sep not in where:
+        return index + 2
     try:
         with open(where, encoding="utf-8-sig", newline="") as stream:
             reader = csv.reader(stream)
@@ -422,16 +424,16 @@ def _integer_column(frame, name, column, numeric_only=False):
             value = value.item() if isinstance(value, np.generic) else value
             shown = "missing" if pd.isna(value) or value == "" else repr(value)
             if np.isfinite(float(numbers.iloc[row])) and not in_range.iloc[row]:
-                raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is {shown}; out of "
-                                f"range, expected {kind} from 0 to {INT64_MAX:,} (a 64-bit "
-                                "integer)")
-            raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is {shown}; "
-                            f"expected {kind} (0 or more)")
+                raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
+                                f"{shown}; out of range, expected {kind} from 0 to "
+                                f"{INT64_MAX:,} (a 64-bit integer)")
+            raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
+                            f"{shown}; expected {kind} (0 or more)")
         array = np.round(numbers.to_numpy(np.float64)).astype(np.int64)
     if (array < 0).any():
         row = int(np.argmax(array < 0))
-        raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is {array[row]}; "
-                        f"expected {kind} of 0 or more")
+        raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
+                        f"{array[row]}; expected {kind} of 0 or more")
     return array
 
 
