@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,7 +46,7 @@ STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overh
 
 # NCF_LASTFM_KERNEL: 1 (default) the kernels built for this CPU, portable built for any CPU of
 # its architecture (the same figures, a little slower), 0 TensorFlow ops only; any other value
-# is refused by ncf_lastfm.kernel_choice_error() before a model is built
+# is refused by ncf_lastfm.environment_error() before a model is built
 KERNEL_MODE = os.environ.get("NCF_LASTFM_KERNEL", "1")
 USE_KERNEL = KERNEL_MODE != "0"
 KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
@@ -553,11 +554,16 @@ def saved_data_digest(path):
 
 def load(path):
     """A model saved by `model.save(path)`, loaded in Keras' safe mode (no arbitrary code)."""
-    return keras.models.load_model(path, safe_mode=True,
-                                   custom_objects={"LazyAdam": LazyAdam, "LazySGD": LazySGD,
-                                                   "PairDense": PairDense,
-                                                   "RowEmbedding": RowEmbedding,
-                                                   "UserHistory": UserHistory})
+    with warnings.catch_warnings():
+        # A model saved untrained (--num_epoch=0) has an optimizer of 2 variables (its step and
+        # learning rate) and no moments: nothing to restore, and Keras would say so on stderr
+        warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer .* "
+                                r"the saved optimizer has 2 variables")
+        return keras.models.load_model(path, safe_mode=True,
+                                       custom_objects={"LazyAdam": LazyAdam, "LazySGD": LazySGD,
+                                                       "PairDense": PairDense,
+                                                       "RowEmbedding": RowEmbedding,
+                                                       "UserHistory": UserHistory})
 
 
 # ----------------------------------------------------------------------------------------------

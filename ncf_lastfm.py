@@ -89,18 +89,22 @@ class SettingError(ValueError):
 
 
 # NCF_LASTFM_KERNEL's values (models.py reads it; checked here, before TensorFlow is imported,
-# by check_settings and by the bench scripts that build models)
+# by check_settings and by the bench scripts that build models, with KERAS_BACKEND)
 KERNEL_CHOICES = ("1", "portable", "0")
 
 
-def kernel_choice_error():
-    """A one-line error if NCF_LASTFM_KERNEL is set to something else than KERNEL_CHOICES, else
-    an empty string."""
+def environment_error():
+    """A one-line error if NCF_LASTFM_KERNEL is set to something else than KERNEL_CHOICES or
+    KERAS_BACKEND to another backend than TensorFlow's, else an empty string."""
     kernel = os.environ.get("NCF_LASTFM_KERNEL", "1")
-    if kernel in KERNEL_CHOICES:
-        return ""
-    return (f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built for this "
-            "CPU, the default), portable or 0 (TensorFlow ops only)")
+    if kernel not in KERNEL_CHOICES:
+        return (f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built for "
+                "this CPU, the default), portable or 0 (TensorFlow ops only)")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        return (f"KERAS_BACKEND={backend!r}: this script runs on Keras' TensorFlow backend (its "
+                "layers and kernels are TensorFlow's); unset it or set KERAS_BACKEND=tensorflow")
+    return ""
 
 
 def parse_settings(argv, defaults):
@@ -180,13 +184,8 @@ def check_settings(s):
     for key, ok, accepted in rules:
         if not ok:
             raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
-    if kernel_choice_error():
-        raise SettingError(kernel_choice_error())
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend != "tensorflow":
-        raise SettingError(f"KERAS_BACKEND={backend!r}: this script runs on Keras' TensorFlow "
-                           "backend (its layers and kernels are TensorFlow's); unset it or set "
-                           "KERAS_BACKEND=tensorflow")
+    if environment_error():
+        raise SettingError(environment_error())
     if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
         raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
                            f"{s['MODEL']} has no such input (use --user_input=id)")

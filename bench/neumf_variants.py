@@ -147,8 +147,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ncf_lastfm import import_tensorflow_quietly, kernel_choice_error  # noqa: E402
+from ncf_lastfm import environment_error, import_tensorflow_quietly  # noqa: E402
 
+if environment_error() and __name__ == "__main__":   # before Keras picks a backend
+    sys.exit(f"error: {environment_error()}")
 import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -778,8 +780,8 @@ def main(argv):
         sys.exit(f"error: ENSEMBLE_OF={ENSEMBLE_OF!r}: give one of the variants but ensemble")
     if not settings["seed"].isdigit():
         sys.exit(f"error: --seed={settings['seed']!r}: give an integer of 0 or more")
-    if kernel_choice_error():
-        sys.exit(f"error: {kernel_choice_error()}")
+    if environment_error():
+        sys.exit(f"error: {environment_error()}")
     seed = int(settings["seed"])
     try:
         _, split = data.read_ncf_split(settings["split"], seed, validation=True)

@@ -284,9 +284,9 @@ def naive_evaluation(model, split, users):
 def main(argv):
     settings = parse_args(argv)
     scale, seed = settings["scale"], settings["seed"]
-    from ncf_lastfm import kernel_choice_error
-    if kernel_choice_error():
-        sys.exit(f"error: {kernel_choice_error()}")
+    from ncf_lastfm import environment_error
+    if environment_error():
+        sys.exit(f"error: {environment_error()}")
     if settings["write_csv"]:   # the child process
         print(json.dumps(write_csvs(settings["write_csv"], scale, seed)))
         return

@@ -613,6 +613,17 @@ def test_bench_scripts_refuse_an_unknown_kernel_choice_before_building_a_model(m
         assert str(stopped.value) == ("error: NCF_LASTFM_KERNEL='fast' is not a kernel choice; "
                                       "expected 1 (built for this CPU, the default), portable "
                                       "or 0 (TensorFlow ops only)")
+    monkeypatch.setenv("NCF_LASTFM_KERNEL", "1")
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    for main, argv in [(step_time.main, ["--scale=0.005"]), (speed.main, ["--scale=0.01"])]:
+        with pytest.raises(SystemExit, match="error: KERAS_BACKEND='torch': this script runs on "):
+            main(argv)
+    process = subprocess.run([sys.executable, "bench/neumf_variants.py", f"--split={prefix}"],
+                             capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert process.returncode == 1 and process.stderr.startswith("error: KERAS_BACKEND='jax'")
+    assert process.stderr.count("\n") == 1
 
 
 def test_split_line_counts_test_users_without_training_pairs(tmp_path, capsys):

@@ -376,3 +376,17 @@ def test_the_history_layer_reads_its_plays_as_tensors_and_never_gathers_from_the
     uses = [(op.type, handles[tensor.name]) for op in graph.get_operations()
             for tensor in op.inputs if tensor.name in handles]
     assert sorted(uses) == sorted(("ReadVariableOp", path) for path in handles.values()), uses
+
+
+def test_an_untrained_saved_model_loads_without_a_warning_and_keeps_its_data_digest(tmp_path):
+    import warnings
+    model = models.build_model("mlp", 10, 12)
+    path = str(tmp_path / "mlp.keras")
+    models.save(model, path, "0123456789abcdef")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        loaded = models.load(path)
+    assert not [w for w in shown if "Skipping variable loading" in str(w.message)]
+    assert [w.shape for w in loaded.weights] == [w.shape for w in model.weights]
+    assert models.saved_data_digest(path) == "0123456789abcdef"
+    assert models.saved_data_digest(str(tmp_path / "missing.keras")) == ""
