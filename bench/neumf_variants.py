@@ -114,6 +114,9 @@ With `NEG_L2=x`, the artist rows of a training row's negatives (every column but
 L2 x instead of $L2 (the play's row keeps $L2): with 8 negatives in one row, an artist's row is
 penalised once per negative lookup, 8 a play, where one negative a row gives one.
 
+With `INIT_STD=s`, the user, history and artist rows start from N(0, s) (default 0.01, the
+paper's and models.py's).
+
 With `OPTIMIZER=sgd`, every variant but ema and adamw trains with plain SGD (models.LazySGD:
 each looked-up row moves by the learning rate times its gradient, no per-row scaling) instead
 of LazyAdam; the losses are means over a step's rows, so its learning rate is in the tens.
@@ -218,6 +221,7 @@ DOT_OUTPUT = os.environ.get("DOT_OUTPUT", "0") == "1"   # the output: a plain su
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 PLAY_GRAD = _env(float, "PLAY_GRAD", "1")   # the play's artist rows pass back this share
 NEG_L2 = _env(float, "NEG_L2", "-1")   # the negatives' artist rows' L2, if 0 or more
+INIT_STD = _env(float, "INIT_STD", "0.01")   # the embedding rows' initial N(0, INIT_STD)
 OPTIMIZER = os.environ.get("OPTIMIZER", "lazy_adam")   # or sgd: plain SGD on the looked-up rows
 if OPTIMIZER not in ("lazy_adam", "sgd"):
     sys.exit(f"error: OPTIMIZER={OPTIMIZER!r}: give lazy_adam or sgd")
@@ -239,7 +243,7 @@ class UserVector(layers.Layer):
         self.drop, self.l2 = drop, l2
         self.played_weights = (None if played_weights is None else   # the pad's weight: 0
                                tf.constant(np.append(played_weights, 0.0), tf.float32))
-        init = keras.initializers.RandomNormal(stddev=0.01)
+        init = keras.initializers.RandomNormal(stddev=INIT_STD)
         self.rows = self.add_weight(shape=(num_users, dim), initializer=init, name="rows")
         if history is not None:
             self.bag = self.add_weight(shape=(num_items + 1, dim), initializer=init, name="bag")
@@ -422,10 +426,13 @@ def build(split, variant):
     user = keras.Input(shape=(), name="user", dtype="int32")
     item = keras.Input(shape=(None,), name="item", dtype="int32")
 
+    initial = keras.initializers.RandomNormal(stddev=INIT_STD)
+
     def item_rows(name):
         if NEG_L2 >= 0:
-            return ColumnL2(l2, NEG_L2)(models._embedding(split.num_items, FACTORS, name, 0)(item))
-        return models._embedding(split.num_items, FACTORS, name, l2)(item)    # (n, c, d)
+            return ColumnL2(l2, NEG_L2)(models._embedding(split.num_items, FACTORS, name, 0,
+                                                          initial)(item))
+        return models._embedding(split.num_items, FACTORS, name, l2, initial)(item)   # (n, c, d)
 
     gmf_user = UserVector(split.num_users, split.num_items, FACTORS, history, own_row,
                           attention, drop, played_weights, l2, name="gmf_user")
