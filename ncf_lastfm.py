@@ -184,8 +184,8 @@ def check_settings(s):
     for key, ok, accepted in rules:
         if not ok:
             raise SettingError(f"--{key.lower()}={s[key]!r} is out of range; expected {accepted}")
-    if environment_error():
-        raise SettingError(environment_error())
+    if error := environment_error():
+        raise SettingError(error)
     if s["USER_INPUT"] == "history" and s["MODEL"] in ("bpr", "pop") and not s["COMPARE"]:
         raise SettingError(f"--user_input=history is for mlp, gmf and neumf; --model="
                            f"{s['MODEL']} has no such input (use --user_input=id)")
@@ -544,10 +544,10 @@ def check_fits(model, path, split):
         raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "
                              f"artists, the data {split.num_users:,} and {split.num_items:,}; "
                              "use the data settings it was trained with")
-    trained_on = models.saved_data_digest(path)
-    if trained_on and trained_on != data.split_digest(split):
+    trained_on, here = models.saved_data_digest(path), data.split_digest(split)
+    if trained_on and trained_on != here:
         raise data.DataError(f"--load={path} was trained on other plays or test artists than "
-                             f"these (data digest {trained_on}, here {data.split_digest(split)}); "
+                             f"these (data digest {trained_on}, here {here}); "
                              "scored here, its training artists could be test artists: use the "
                              "data and --seed it was trained with")
     return model

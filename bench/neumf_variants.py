@@ -152,8 +152,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ncf_lastfm import environment_error, import_tensorflow_quietly  # noqa: E402
 
-if environment_error() and __name__ == "__main__":   # before Keras picks a backend
-    sys.exit(f"error: {environment_error()}")
+if __name__ == "__main__" and (error := environment_error()):   # before Keras picks a backend
+    sys.exit(f"error: {error}")
 import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -787,8 +787,8 @@ def main(argv):
         sys.exit(f"error: ENSEMBLE_OF={ENSEMBLE_OF!r}: give one of the variants but ensemble")
     if not settings["seed"].isdigit():
         sys.exit(f"error: --seed={settings['seed']!r}: give an integer of 0 or more")
-    if environment_error():
-        sys.exit(f"error: {environment_error()}")
+    if error := environment_error():
+        sys.exit(f"error: {error}")
     seed = int(settings["seed"])
     try:
         _, split = data.read_ncf_split(settings["split"], seed, validation=True)

@@ -111,8 +111,8 @@ def compare(model_ranks, classic_ranks, resamples, seed):
 def main(argv):
     settings = parse_args(argv)
     from ncf_lastfm import environment_error, import_tensorflow_quietly
-    if environment_error():
-        sys.exit(f"error: {environment_error()}")
+    if error := environment_error():
+        sys.exit(f"error: {error}")
     import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
     import models
     from ncf_lastfm import check_fits, read_saved_model

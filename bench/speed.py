@@ -285,8 +285,8 @@ def main(argv):
     settings = parse_args(argv)
     scale, seed = settings["scale"], settings["seed"]
     from ncf_lastfm import environment_error
-    if environment_error():
-        sys.exit(f"error: {environment_error()}")
+    if error := environment_error():
+        sys.exit(f"error: {error}")
     if settings["write_csv"]:   # the child process
         print(json.dumps(write_csvs(settings["write_csv"], scale, seed)))
         return

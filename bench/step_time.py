@@ -40,8 +40,8 @@ def main(argv=None):
     parser.add_argument("--windows", type=int, default=WINDOWS)
     args = parser.parse_args(argv)
     import ncf_lastfm
-    if ncf_lastfm.environment_error():
-        sys.exit(f"error: {ncf_lastfm.environment_error()}")
+    if error := ncf_lastfm.environment_error():
+        sys.exit(f"error: {error}")
     import models
     import training
     s = ncf_lastfm.model_settings({name: getattr(ncf_lastfm, name)
