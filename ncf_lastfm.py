@@ -199,14 +199,12 @@ def check_settings(s):
     if s["COMPARE"] and "MODEL" in given:
         raise SettingError(f"--compare trains every model (pop, bpr, gmf, mlp, neumf); drop "
                            f"--model={s['MODEL']}")
+    if not (s["COMPARE"] or s["LOAD"]):
+        check_unused(s["MODEL"], given)
     if "PATIENCE" in given and not (s["VALIDATION"] or s["COMPARE"] or s["LOAD"]):
         raise SettingError(f"--patience counts epochs without a better validation hit ratio; "
                            f"--model={s['MODEL']} trains without validation unless --validation "
                            "is given")
-    ignored = [key for key in ("HIDDEN_UNITS", "DROPOUT") if key in given]
-    if ignored and s["MODEL"] in ("gmf", "bpr", "pop") and not (s["COMPARE"] or s["LOAD"]):
-        raise SettingError(f"--{ignored[0].lower()} sizes the MLP of mlp and neumf; --model="
-                           f"{s['MODEL']} has none (drop it)")
     if "SCALE" in given and s["DATASET"] != "synthetic":
         raise SettingError("--scale sizes --dataset=synthetic only; drop it or add "
                            "--dataset=synthetic")
@@ -247,6 +245,28 @@ def check_settings(s):
                            + ": choose it with --model=mlp, gmf, neumf or bpr")
     if s["RECOMMEND_USER"]:
         parse_user_list(s["RECOMMEND_USER"])
+
+
+# What pop and bpr do not read (with --compare or --load these apply where they can)
+POP_UNUSED = ("NUM_EPOCH", "VALIDATION", "PATIENCE", "RESUME", "NUM_FACTOR", "L2",
+              "LEARNING_RATE", "OPTIMIZER", "BATCH_SIZE", "NEG_RATIO", "ROWS")
+BPR_UNUSED = ("NEG_RATIO", "ROWS")
+
+
+def check_unused(model, given):
+    """A one-line SettingError for a setting `model` would silently not use."""
+    mlp_only = [key for key in ("HIDDEN_UNITS", "DROPOUT") if key in given]
+    if mlp_only and model in ("gmf", "bpr", "pop"):
+        raise SettingError(f"--{mlp_only[0].lower()} sizes the MLP of mlp and neumf; --model="
+                           f"{model} has none (drop it)")
+    unused = [f"--{key.lower()}" for key in POP_UNUSED if key in given]
+    if unused and model == "pop":
+        raise SettingError(f"--model=pop ranks artists by their training listeners and trains "
+                           f"nothing; drop {', '.join(unused)}")
+    unused = [f"--{key.lower()}" for key in BPR_UNUSED if key in given]
+    if unused and model == "bpr":
+        raise SettingError(f"--model=bpr trains on (user, played, unplayed) triples, one "
+                           f"negative a play in a row of its own; drop {', '.join(unused)}")
 
 
 def parse_user_list(text):

@@ -37,6 +37,14 @@ def run_main(capsys, *argv):
                        "--model=mlp trains without validation unless --validation is given"),
     (["--model=gmf", "--hidden_units=(8,4)"], "--hidden_units sizes the MLP of mlp and neumf; "
                                               "--model=gmf has none (drop it)"),
+    (["--model=pop", "--num_epoch=5", "--resume"], "--model=pop ranks artists by their training "
+                                                   "listeners and trains nothing; drop "
+                                                   "--num_epoch, --resume"),
+    (["--model=pop", "--validation", "--patience=2"], "--model=pop ranks artists by their "
+     "training listeners and trains nothing; drop --validation, --patience"),
+    (["--model=bpr", "--neg_ratio=4"], "--model=bpr trains on (user, played, unplayed) triples, "
+                                       "one negative a play in a row of its own; drop --neg_ratio"),
+    (["--model=bpr", "--rows=pair"], "--model=bpr trains on (user, played, unplayed) triples"),
     (["--split="], "--split= is empty; give it a value or leave it out"),
     (["--data_dir= "], "--data_dir= is empty; give it a value or leave it out"),
     (["--neg_ratio=0"], "--neg_ratio=0 is out of range"),
