@@ -42,7 +42,7 @@ COLUMNS = {
 }
 CACHE_FILE = "lastfm_cache.npz"    # the checked plays, beside the CSVs they were read from
 SOURCE_FILE = ".source-url"        # in the download folder: the URL its CSVs came from
-CACHE_VERSION = 4           # 4: caches hold which artist ids exist (gaps in the numbering)
+CACHE_VERSION = 5           # 4: caches hold which artist ids exist; 5: stamps add ctime, inode
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
 
@@ -464,7 +464,13 @@ def _merge_pairs(users, artists, counts, names, num_users, num_artists, where=PL
 # Binary cache: NumPy arrays only, loaded with allow_pickle=False.
 
 def _source_stamp(paths):
-    return np.array([[os.path.getsize(p), os.stat(p).st_mtime_ns] for p in paths], np.int64)
+    """Each file's size, modification time, change time and inode. The change time is set by
+    the system at any write or copy, and no tool can set it back (`cp -p` and `touch -d` can
+    set the modification time): an edit that keeps the size and the modification time still
+    rebuilds the cache."""
+    stats = [os.stat(p) for p in paths]
+    return np.array([[s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino] for s in stats],
+                    np.int64)
 
 
 def _read_cache(cache_path, stamp):

@@ -1,6 +1,7 @@
 """Contracts of data.py: reading and checking the CSVs, the split, the paper's file format."""
 import os
 import re
+import time
 import warnings
 
 import numpy as np
@@ -115,6 +116,25 @@ def test_cache_round_trip_gives_the_same_data(tmp_path):
     assert np.array_equal(first.artist_ids, second.artist_ids)
     assert list(second.artist_names) == list(first.artist_names)
     assert second.artist_names[1] == "Sigur Rós"
+
+
+def test_an_edit_that_keeps_size_and_modification_time_is_read_not_the_cache(tmp_path):
+    play, artist, user = tiny_frames()
+    folder = write_csvs(tmp_path, play, artist, user)
+    first = data.load_folder(folder)
+    path = os.path.join(folder, data.PLAY_FILE)
+    before = os.stat(path)
+    text = open(path).read()
+    edited = text.replace("\n0,", "\n1,", 1)           # the first play moves to user 1
+    assert edited != text and len(edited) == len(text)
+    time.sleep(0.01)
+    with open(path, "w") as stream:
+        stream.write(edited)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))   # as `cp -p` or `touch -d`
+    assert os.path.getsize(path) == before.st_size
+    second = data.load_folder(folder)
+    assert not np.array_equal(first.user_ids, second.user_ids)
+    assert np.array_equal(second.user_ids, data.load_folder(folder, use_cache=False).user_ids)
 
 
 BAD_CASES = [
