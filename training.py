@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import evaluate
-from data import atomic_write, first_sentence
+from data import atomic_write, first_sentence, split_digest
 import models
 import sampling
 
@@ -232,6 +232,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
     """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch)."""
     history, best, start = [], {"epoch": 0, "hit_ratio": -1.0, "ndcg": -1.0}, 0
     fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))  # as stored
+    digest = split_digest(split)     # the data itself: the fingerprint names only its source
     if resume:
         model, state = checkpoints.load(fingerprint)
         users, items = models.table_sizes(model)
@@ -240,6 +241,11 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
                                 f"{users:,} users and {items:,} artists, the data now "
                                 f"{split.num_users:,} and {split.num_items:,}; the data changed "
                                 "since it was made, so run without --resume")
+        if state.get("data_digest", digest) != digest:   # none in an older version's state
+            raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} was "
+                                f"trained on other plays or test artists than these (data "
+                                f"digest {state['data_digest']}, here {digest}); the data "
+                                "changed since it was made, so run without --resume")
         history, best, start = state["history"], state["best"], state["epoch"]
         log(f"resumed from {checkpoints.model_path} after epoch {start}")
     for epoch in range(start, num_epoch):
@@ -276,7 +282,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
                 checkpoints.save_best(model)
         history.append(record)
         checkpoints.save(model, {"epoch": epoch + 1, "history": history, "best": best,
-                                 "fingerprint": fingerprint})
+                                 "fingerprint": fingerprint, "data_digest": digest})
         log(f"epoch {epoch + 1}/{num_epoch}: loss {loss:.4f}"
             + (f", valid HR@{top_k} {record['valid_hit_ratio']:.3f} NDCG {record['valid_ndcg']:.3f}"
                if "valid_hit_ratio" in record else "")

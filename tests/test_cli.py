@@ -301,6 +301,22 @@ def test_resume_after_the_data_changed_size_is_one_line(planted_dir, tmp_path, c
     assert code == 1 and "the data changed since it was made" in err and err.count("\n") == 1
 
 
+def test_resume_after_the_plays_changed_but_not_their_size_is_one_line(planted_dir, tmp_path,
+                                                                       capsys):
+    argv = [f"--data_dir={planted_dir}", "--quiet", f"--output_dir={tmp_path}"]
+    assert ncf_lastfm.main(argv + ["--num_epoch=1"]) == 0
+    path = os.path.join(planted_dir, data.PLAY_FILE)
+    plays = pd.read_csv(path)
+    first = plays.iloc[0]
+    unplayed = sorted(set(range(400)) - set(plays.artist_id[plays.user_id == first.user_id]))
+    plays.loc[0, "artist_id"] = unplayed[0]          # one play moves: same users, same artists
+    plays.to_csv(path, index=False)
+    capsys.readouterr()
+    code, out, err = run_main(capsys, *argv, "--num_epoch=2", "--resume")
+    assert code == 1 and err.count("\n") == 1
+    assert "was trained on other plays or test artists than these (data digest " in err
+
+
 def test_damaged_checkpoint_on_resume_is_one_line(planted_dir, tmp_path, capsys):
     argv = [f"--data_dir={planted_dir}", "--quiet", "--num_epoch=1", f"--output_dir={tmp_path}"]
     assert ncf_lastfm.main(argv) == 0
