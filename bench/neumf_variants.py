@@ -114,6 +114,10 @@ With `NEG_L2=x`, the artist rows of a training row's negatives (every column but
 L2 x instead of $L2 (the play's row keeps $L2): with 8 negatives in one row, an artist's row is
 penalised once per negative lookup, 8 a play, where one negative a row gives one.
 
+With `NEG_WEIGHT=w`, each negative's term of the log loss (the `bce` loss) is weighted w
+against the play's 1, over the row's total weight (1 + 8w): w = 0.5 gives a play twice a
+negative's weight.
+
 With `INIT_STD=s`, the user, history and artist rows start from N(0, s) (default 0.01, the
 paper's and models.py's).
 
@@ -221,6 +225,7 @@ DOT_OUTPUT = os.environ.get("DOT_OUTPUT", "0") == "1"   # the output: a plain su
 LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. pairwise
 PLAY_GRAD = _env(float, "PLAY_GRAD", "1")   # the play's artist rows pass back this share
 NEG_L2 = _env(float, "NEG_L2", "-1")   # the negatives' artist rows' L2, if 0 or more
+NEG_WEIGHT = _env(float, "NEG_WEIGHT", "1")   # each negative's share of the log loss
 INIT_STD = _env(float, "INIT_STD", "0.01")   # the embedding rows' initial N(0, INIT_STD)
 OPTIMIZER = os.environ.get("OPTIMIZER", "lazy_adam")   # or sgd: plain SGD on the looked-up rows
 if OPTIMIZER not in ("lazy_adam", "sgd"):
@@ -492,7 +497,7 @@ def _weighted_plays(labels, logits):
 
 
 LOSSES = {
-    "bce": lambda labels, logits: _bce(labels, logits),
+    "bce": lambda labels, logits: _bce(labels, logits, NEG_WEIGHT),
     "rare_plays": _weighted_plays,
     "play_counts": _weighted_plays,
     "neg32": lambda labels, logits: _bce(labels, logits, 0.25),

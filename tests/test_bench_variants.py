@@ -171,6 +171,18 @@ def test_pairwise_loss_is_bpr_over_the_plays_negatives():
     assert np.allclose(got, want, atol=1e-6)
 
 
+def test_log_loss_weighs_each_negative_by_neg_weight_over_the_rows_total(monkeypatch):
+    logits = tf.constant([[2.0, 0.5, -1.0], [-0.3, 0.4, 0.0]])
+    labels = tf.constant([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    x = logits.numpy()
+    play, negatives = np.log1p(np.exp(-x[:, 0])), np.log1p(np.exp(x[:, 1:])).sum(1)
+    assert np.allclose(neumf_variants.LOSSES["bce"](labels, logits).numpy(),
+                       (play + negatives) / 3, atol=1e-6)
+    monkeypatch.setattr(neumf_variants, "NEG_WEIGHT", 0.5)
+    assert np.allclose(neumf_variants.LOSSES["bce"](labels, logits).numpy(),
+                       (play + 0.5 * negatives) / 2, atol=1e-6)
+
+
 def test_column_l2_is_the_row_l2_when_equal_and_weights_the_negatives_apart():
     rows = tf.constant(np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) / 10)
     square = np.square(rows.numpy()).sum((0, 2))
