@@ -226,6 +226,8 @@ LOSS = os.environ.get("LOSS", "")       # one of LOSSES for every variant, e.g. 
 PLAY_GRAD = _env(float, "PLAY_GRAD", "1")   # the play's artist rows pass back this share
 NEG_L2 = _env(float, "NEG_L2", "-1")   # the negatives' artist rows' L2, if 0 or more
 NEG_WEIGHT = _env(float, "NEG_WEIGHT", "1")   # each negative's share of the log loss
+if not 0 < NEG_WEIGHT < float("inf"):
+    sys.exit(f"error: NEG_WEIGHT={NEG_WEIGHT} is not a positive number")
 INIT_STD = _env(float, "INIT_STD", "0.01")   # the embedding rows' initial N(0, INIT_STD)
 OPTIMIZER = os.environ.get("OPTIMIZER", "lazy_adam")   # or sgd: plain SGD on the looked-up rows
 if OPTIMIZER not in ("lazy_adam", "sgd"):

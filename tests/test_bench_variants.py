@@ -338,3 +338,14 @@ def test_repeated_epoch_data_has_every_play_r_times_with_fresh_negatives():
     assert len(set(rows)) > 2 * len(once_labels)                 # mostly other negatives
     assert not split.sampler.is_played(inputs["user"], inputs["item"][:, 1]).any()
     assert not np.array_equal(inputs["user"][:len(once_labels)], once["user"])   # shuffled
+
+
+def test_a_bad_setting_in_the_environment_is_one_line():
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name, value, message in (("NEG_WEIGHT", "-1", "NEG_WEIGHT=-1.0 is not a positive number"),
+                                 ("NEG_WEIGHT", "x", "NEG_WEIGHT='x' is not a number")):
+        process = subprocess.run([sys.executable, "bench/neumf_variants.py"], cwd=root,
+                                 env={**os.environ, name: value}, capture_output=True, text=True)
+        assert process.returncode == 1
+        assert process.stderr.splitlines() == [f"error: {message}"]
