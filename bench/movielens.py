@@ -65,6 +65,8 @@ def read_wheel(path):
         raise InputError(f"{path}: no ml-100k in this file ({error.args[0]})") from None
     except zipfile.BadZipFile:
         raise InputError(f"{path}: not a wheel (a wheel is a zip archive)") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: ml-100k's files are not UTF-8 text ({error.reason})") from None
     where = {kind: f"{path}:{WHEEL_FOLDER}.{kind}" for kind in texts}
     ratings = [tuple(_integer(parts[k], where["inter"], number, name)
                      for k, name in enumerate(("user", "movie", "rating")))

@@ -72,3 +72,9 @@ def test_zip_without_ml_100k_and_a_missing_file_are_one_line(tmp_path):
         movielens.main([str(tmp_path / "other.whl"), str(tmp_path / "out")])
     with pytest.raises(SystemExit, match=r"^error: .*No such file or directory"):
         movielens.main([str(tmp_path / "missing.data"), str(tmp_path / "out")])
+
+
+def test_ml_100k_files_that_are_not_text_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .*r\.whl: ml-100k's files are not UTF-8 text"):
+        movielens.main([_wheel(tmp_path / "r.whl", INTER.encode() + b"\xff\n"),
+                        str(tmp_path / "out")])
