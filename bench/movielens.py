@@ -22,6 +22,9 @@ import os
 import sys
 import zipfile
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k/ml-100k"
 
 
@@ -54,6 +57,19 @@ def _integer(text, where, number, column):
                      "integer")
 
 
+def _ratings(text, where, separator, header):
+    """[(user, movie, rating)] of a ratings file (user, movie, rating, time)."""
+    return [tuple(_integer(parts[k], where, number, name)
+                  for k, name in enumerate(("user", "movie", "rating")))
+            for number, parts in _rows(text, where, separator, 4, header)]
+
+
+def _users(text, where, separator, header):
+    """{user: (gender, age)} of a users file (user, age, gender, ...)."""
+    return {_integer(parts[0], where, number, "user"): (parts[2], parts[1])
+            for number, parts in _rows(text, where, separator, 3, header)}
+
+
 def read_wheel(path):
     """-> (ratings [(user, movie, rating)], titles {movie: title}, users {user: (gender, age)})
     with the original ids, from RecBole's wheel."""
@@ -68,22 +84,16 @@ def read_wheel(path):
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: ml-100k's files are not UTF-8 text ({error.reason})") from None
     where = {kind: f"{path}:{WHEEL_FOLDER}.{kind}" for kind in texts}
-    ratings = [tuple(_integer(parts[k], where["inter"], number, name)
-                     for k, name in enumerate(("user", "movie", "rating")))
-               for number, parts in _rows(texts["inter"], where["inter"], "\t", 4, True)]
     titles = {_integer(parts[0], where["item"], number, "movie"): f"{parts[1]} ({parts[2]})"
               for number, parts in _rows(texts["item"], where["item"], "\t", 3, True)}
-    users = {_integer(parts[0], where["user"], number, "user"): (parts[2], parts[1])
-             for number, parts in _rows(texts["user"], where["user"], "\t", 3, True)}
-    return ratings, titles, users
+    return (_ratings(texts["inter"], where["inter"], "\t", True), titles,
+            _users(texts["user"], where["user"], "\t", True))
 
 
 def read_grouplens(path):
     """The same from GroupLens's u.data, and u.item / u.user beside it if they are there."""
     with open(path, encoding="latin-1") as file:
-        ratings = [tuple(_integer(parts[k], path, number, name)
-                         for k, name in enumerate(("user", "movie", "rating")))
-                   for number, parts in _rows(file.read(), path, "\t", 4, False)]
+        ratings = _ratings(file.read(), path, "\t", False)
     folder, titles, users = os.path.dirname(path), {}, {}
     if os.path.exists(item_path := os.path.join(folder, "u.item")):
         with open(item_path, encoding="latin-1") as file:
@@ -91,8 +101,7 @@ def read_grouplens(path):
                       for number, parts in _rows(file.read(), item_path, "|", 2, False)}
     if os.path.exists(user_path := os.path.join(folder, "u.user")):
         with open(user_path, encoding="latin-1") as file:
-            users = {_integer(parts[0], user_path, number, "user"): (parts[2], parts[1])
-                     for number, parts in _rows(file.read(), user_path, "|", 3, False)}
+            users = _users(file.read(), user_path, "|", False)
     return ratings, titles, users
 
 
@@ -105,18 +114,17 @@ def write_csvs(ratings, titles, users, out):
     movie_of = {movie: k for k, movie in enumerate(movie_ids)}
     os.makedirs(out, exist_ok=True)
     tables = {
-        "lastfm_play.csv": (["user_id", "artist_id", "plays"],
-                            [(user_of[u], movie_of[m], r) for u, m, r in ratings]),
-        "lastfm_artist.csv": (["artist_id", "artist_name"],
-                              [(movie_of[m], titles.get(m, f"movie {m}")) for m in movie_ids]),
-        "lastfm_user.csv": (["user_id", "gender", "age", "country"],
-                            [(user_of[u], *users.get(u, ("", -1)), "") for u in user_ids]),
+        data.PLAY_FILE: [(user_of[u], movie_of[m], r) for u, m, r in ratings],
+        data.ARTIST_FILE: [(movie_of[m], titles.get(m, f"movie {m}")) for m in movie_ids],
+        data.USER_FILE: [(user_of[u], *users.get(u, ("", -1)), "") for u in user_ids],
     }
-    for name, (header, rows) in tables.items():
-        with open(os.path.join(out, name), "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+    for name, rows in tables.items():
+        def write(path, name=name, rows=rows):
+            with open(path, "w", newline="", encoding="utf-8") as file:
+                writer = csv.writer(file, lineterminator="\n")
+                writer.writerow(data.COLUMNS[name])
+                writer.writerows(rows)
+        data.atomic_write(os.path.join(out, name), write)
     return len(ratings), len(user_ids), len(movie_ids)
 
 
