@@ -19,13 +19,8 @@ Users: a learned row per user (the paper's input), or with `history` (`--user_in
      the artists they played (`UserHistory`, FISM): the scorer sums each user's rows once, and
      re-scores only the (user, artist) pairs the user played, which leave that artist out.
 """
-import functools
-import hashlib
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import warnings
 import zipfile
 
@@ -36,108 +31,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-import data  # noqa: E402
+from kernels import USE_KERNEL, fused_kernel  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
 
 MODEL_NAMES = ("mlp", "gmf", "neumf", "bpr")
 STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overhead
-
-
-# NCF_LASTFM_KERNEL: 1 (default) the kernels built for this CPU, portable built for any CPU of
-# its architecture (the same figures, a little slower), 0 TensorFlow ops only; any other value
-# is refused by ncf_lastfm.environment_error() before a model is built
-KERNEL_MODE = os.environ.get("NCF_LASTFM_KERNEL", "1")
-USE_KERNEL = KERNEL_MODE != "0"
-KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
-# No -ffast-math: the history sums must add in TensorFlow's order
-KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
-# This CPU's widest vectors do the same arithmetic, more elements at a time (a history step at
-# the notebook's scale about a fifth faster: README, "Speed"); no fused multiply-add, which
-# would round a * b + c once where TensorFlow rounds twice
-NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
-_kernel = None   # the loaded op library; False once it could not be built
-_kernel_library = ""   # the file it was loaded from
-_kernel_build = None   # "native" (built for this CPU) or "portable", once loaded
-
-
-def fused_kernel():
-    """The compiled kernels.cc op library (LazyAdam's update, the history sums), built with g++
-    on first use into a cache folder (keyed by the source, TensorFlow's version and flags), or
-    None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly."""
-    global _kernel, _kernel_library, _kernel_build
-    if _kernel is None:
-        _kernel = False
-        try:
-            native = KERNEL_MODE != "portable" and bool(native_target())
-            try:
-                path = _build_kernel(native)
-            except RuntimeError:   # g++ too old for this CPU's -march=native: build for any CPU
-                if not native:
-                    raise
-                native = False
-                path = _build_kernel(native=False)
-            _kernel = tf.load_op_library(path)
-            _kernel_library, _kernel_build = path, "native" if native else "portable"
-        except Exception as error:  # no compiler, no writable cache, another TensorFlow build
-            print(f"note: the compiled kernels (kernels.cc) are not available "
-                  f"({data.error_reason(error, -1)}); using "
-                  "TensorFlow ops (same arithmetic, slower)", file=sys.stderr)
-    return _kernel or None
-
-
-def kernel_loaded():
-    """Has this process loaded the compiled kernels (for LazyAdam or the history sums)?"""
-    return bool(_kernel)
-
-
-def kernel_build():
-    """How the loaded kernels were built: "native" (for this CPU), "portable" (for any CPU of
-    its architecture), or None if this process has not loaded them."""
-    return _kernel_build if _kernel else None
-
-
-@functools.lru_cache(maxsize=None)
-def native_target():
-    """What g++'s -march=native stands for on this CPU (its expanded options), or "" where it
-    cannot say: part of the built library's name, so a cache folder shared by several machines
-    never hands one CPU's instructions to another."""
-    try:
-        shown = subprocess.run(["g++", *NATIVE_FLAGS, "-###", "-E", "-x", "c++", os.devnull],
-                               capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    lines = [line for line in shown.stderr.splitlines() if "cc1" in line]
-    return lines[-1].strip() if shown.returncode == 0 and lines else ""
-
-
-def _build_kernel(native=True):
-    with open(KERNEL_SOURCE, "rb") as stream:
-        source = stream.read()
-    target = native_target() if native else ""
-    flags = (KERNEL_FLAGS + (NATIVE_FLAGS if target else []) + tf.sysconfig.get_compile_flags()
-             + tf.sysconfig.get_link_flags())
-    key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), " ".join(flags).encode(),
-                                     target.encode()]))
-    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                          "ncf_lastfm")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:
-        folder = tempfile.gettempdir()
-    path = os.path.join(folder, f"lazy_adam-{key.hexdigest()[:16]}.so")
-    if not os.path.isfile(path):
-        partial = f"{path}.{os.getpid()}.part"
-        try:
-            built = subprocess.run(["g++", KERNEL_SOURCE, "-o", partial, *flags],
-                                   capture_output=True, text=True, timeout=600)
-            if built.returncode:
-                raise RuntimeError(f"g++ failed: {built.stderr.strip()[-300:]}")
-            os.replace(partial, path)   # whole or not at all, even with parallel builds
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
-    return path
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
@@ -536,7 +435,7 @@ DATA_RECORD = "ncf_lastfm.json"   # beside Keras' own files in a saved model's z
 
 def save(model, path, data_digest=""):
     """`model.save(path)`, plus (when given) the digest of the data it was trained on
-    (data.split_digest), stored as one more file in the .keras zip, which Keras ignores."""
+    (split.split_digest), stored as one more file in the .keras zip, which Keras ignores."""
     model.save(path)
     if data_digest:
         with zipfile.ZipFile(path, "a") as archive:

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 import data  # noqa: E402
 import evaluate  # noqa: E402
 import models  # noqa: E402
+import files  # noqa: E402
 
 
 def plot_run(result, popularity, top_k, folder):
@@ -59,7 +60,7 @@ def plot_run(result, popularity, top_k, folder):
 
 def _save(figure, path):
     figure.tight_layout()
-    data.atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=90))
+    files.atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=90))
     plt.close(figure)
     return path
 
@@ -96,7 +97,7 @@ def recommend(model, plays, split, users, top_k, folder, shown=10):
                              float(scores[item])))
     frame = pd.DataFrame(rows, columns=["user_id", "rank", "artist_id", "artist_name", "score"])
     path = os.path.join(folder, "recommendations.csv")
-    data.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+    files.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, encoding="utf-8"))
     print(f"recommendations: {path}")
     return frame
 
@@ -124,9 +125,10 @@ def find_artist(plays, name):
     raise data.DataError(f"--similar_to: no artist named {name!r} in the data{hint}")
 
 
-def similar_artists(model, plays, name, count=10):
-    """Prints the `count` artists nearest to `name` by cosine similarity of item embeddings
-    -> list of (artist_id, artist_name, similarity)."""
+def similar_artists(model, plays, name, count=10, folder=None):
+    """Prints the `count` artists nearest to `name` by cosine similarity of item embeddings,
+    and writes them to `folder`/similar_artists.csv -> list of (artist_id, artist_name,
+    similarity)."""
     target = find_artist(plays, name)
     layer = item_embedding_name(model)
     table = np.asarray(model.get_layer(layer).get_weights()[0], np.float64)
@@ -143,4 +145,12 @@ def similar_artists(model, plays, name, count=10):
     for rank, item in enumerate(nearest, 1):
         print(f"  {rank:2d}. {plays.artist_names[item]} ({similarity[item]:.3f})")
         result.append((int(item), str(plays.artist_names[item]), float(similarity[item])))
+    if folder is not None:
+        frame = pd.DataFrame(result, columns=["artist_id", "artist_name", "similarity"])
+        frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+        frame.insert(0, "similar_to", str(plays.artist_names[target]))
+        path = os.path.join(folder, "similar_artists.csv")
+        files.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False,
+                                                                encoding="utf-8"))
+        print(f"similar artists: {path}")
     return result

@@ -1,6 +1,6 @@
 """Training: fresh negatives every epoch, `model.fit`, validation, checkpoints, resume.
 
-In:  a compiled model from `models.build_model`, a `data.Split`, and plain arguments.
+In:  a compiled model from `models.build_model`, a `split.Split`, and plain arguments.
 Out: the trained model (the best validation epoch's weights when validation is on) and its
      per-epoch history (loss, seconds, validation and test HR/NDCG).
 Guarantees: each epoch's negatives depend only on (seed, epoch), and after every epoch the
@@ -12,17 +12,19 @@ Guarantees: each epoch's negatives depend only on (seed, epoch), and after every
 import json
 import math
 import os
-import platform
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 import evaluate
-from data import atomic_write, first_sentence, split_digest
+from data import first_sentence
+from files import atomic_write, json_default, write_json
 import models
 import sampling
+from split import split_digest
 
 
 class TrainingError(RuntimeError):
@@ -170,109 +172,114 @@ def _state_problem(state):
     return None
 
 
-def environment():
-    """What a run's figures depend on beyond its settings and data: the CPU, whether
-    TensorFlow's oneDNN matrix products are on, whether the run used the compiled kernels and
-    how they were built (for this CPU or any: the same figures, another speed), and the
-    versions. oneDNN picks its code by the CPU, so the MLP's and NeuMF's figures move in
-    their later digits from one CPU model to another (README, "On another CPU"; on the two CPUs
-    compared there, BPR's, GMF's and pop's did not)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        onednn = bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):     # a private API: gone in some TensorFlow build
-        onednn = None
-    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "onednn": onednn,
-            "compiled_kernels": models.kernel_loaded(), "kernel_build": models.kernel_build(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+class Progress(keras.callbacks.Callback):
+    """Times an epoch's steady steps: the first call of an epoch traces the step function (tens
+    of seconds on the first epoch), so an estimate that counted it would be wrong from the start.
+    With `bar`, a progress bar from the second call on, over the rest of the epoch's steps."""
+
+    def __init__(self, steps, bar):
+        super().__init__()
+        self.steps, self.bar = steps, bar
+        self.first_step, self.first_time, self.progress = None, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.first_step is None:
+            self.first_step, self.first_time = batch + 1, time.time()
+            if self.bar and self.steps > self.first_step:
+                self.progress = tqdm(total=self.steps, initial=self.first_step, unit="step",
+                                     leave=False, dynamic_ncols=True)
+        elif self.progress is not None:
+            self.progress.update(batch + 1 - self.progress.n)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress is not None:
+            self.progress.close()
+
+    def steady_seconds(self, measured):
+        """The epoch's training time without the first call's tracing, scaled to every step."""
+        if self.first_step is None or self.first_step >= self.steps:
+            return measured
+        return (time.time() - self.first_time) * self.steps / (self.steps - self.first_step)
 
 
-def cpu_name(cpuinfo="/proc/cpuinfo"):
-    """The CPU's model name, its family and model numbers (two CPUs can share a name) and its
-    vector extensions, from Linux's /proc/cpuinfo; elsewhere what `platform` knows."""
-    try:
-        with open(cpuinfo) as stream:
-            fields = {}
-            for line in stream:
-                if not line.strip():
-                    break                                   # the first processor is enough
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return platform.processor() or platform.machine()
-    flags = set(fields.get("flags", "").split())
-    vector = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
-                          "amx_tile") if f in flags]
-    numbers = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model")
-                        if key in fields)
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    details = "; ".join(part for part in (numbers, " ".join(vector)) if part)
-    return f"{name} ({details})" if details else name
+def resume_from(checkpoints, fingerprint, split, digest, log):
+    """The checkpoint's model and state, if they fit this data -> (model, history, best, epoch)."""
+    model, state = checkpoints.load(fingerprint)
+    users, items = models.table_sizes(model)
+    if (users, items) != (split.num_users, split.num_items):
+        raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} has "
+                            f"{users:,} users and {items:,} artists, the data now "
+                            f"{split.num_users:,} and {split.num_items:,}; the data changed "
+                            "since it was made, so run without --resume")
+    if state.get("data_digest", digest) != digest:
+        raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} was "
+                            f"trained on other plays or test artists than these (data "
+                            f"digest {state['data_digest']}, here {digest}); the data "
+                            "changed since it was made, so run without --resume")
+    log(f"resumed from {checkpoints.model_path} after epoch {state['epoch']}")
+    return model, state["history"], state["best"], state["epoch"]
 
 
-def write_json(path, payload):
-    with open(path, "w") as stream:
-        json.dump(payload, stream, indent=2, default=_json_default)
-        stream.write("\n")
+def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, learning_rate,
+                checkpoints):
+    """One epoch of fresh negatives and `model.fit` -> (loss, seconds, sampling seconds,
+    samples, steady seconds: the epoch's time without the first call's tracing)."""
+    started = time.time()
+    inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch, rows)
+    sample_seconds = time.time() - started
+    if len(labels) == 0:
+        raise TrainingError("no training pairs: every user with plays to train on has "
+                            "played every artist")
+    per_step = rows_per_step(labels, batch_size)
+    progress = Progress(-(-len(labels) // per_step), bar)
+    fitted = model.fit(batched_dataset(inputs, labels, per_step), epochs=epoch + 1,
+                       initial_epoch=epoch, verbose=0, shuffle=False,
+                       callbacks=[keras.callbacks.TerminateOnNaN(), progress])
+    loss = float(fitted.history["loss"][-1])
+    if not math.isfinite(loss):
+        kept = (f"the last good checkpoint ({checkpoints.model_path}, epoch {epoch}) is kept"
+                if epoch > 0 else "no epoch completed, so there is no checkpoint")
+        raise TrainingError(f"training diverged in epoch {epoch + 1} (loss {loss}); lower "
+                            f"--learning_rate (now {learning_rate}) or --batch_size; {kept}")
+    seconds = time.time() - started
+    steady = sample_seconds + progress.steady_seconds(seconds - sample_seconds)
+    return loss, seconds, sample_seconds, labels.size, steady
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+def epoch_line(record, num_epoch, top_k, samples, seconds_left):
+    valid = (f", valid HR@{top_k} {record['valid_hit_ratio']:.3f} NDCG {record['valid_ndcg']:.3f}"
+             if "valid_hit_ratio" in record else "")
+    left = f", about {format_duration(seconds_left)} left" if record["epoch"] < num_epoch else ""
+    return (f"epoch {record['epoch']}/{num_epoch}: loss {record['loss']:.4f}{valid}, "
+            f"{record['seconds']:.1f} s incl. {record['sample_seconds']:.1f} s sampling "
+            f"({samples / max(record['seconds'], 1e-9):,.0f} samples/s){left}")
+
+
+def format_duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validation, patience,
-        checkpoints, fingerprint, rows="play", resume=False, learning_rate=None, verbose=1,
+        checkpoints, fingerprint, rows="play", resume=False, learning_rate=None, bar=False,
         log=print):
     """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch)."""
     history, best, start = [], {"epoch": 0, "hit_ratio": -1.0, "ndcg": -1.0}, 0
-    fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))  # as stored
+    fingerprint = json.loads(json.dumps(fingerprint, default=json_default))  # as stored
     digest = split_digest(split)     # the data itself: the fingerprint names only its source
     if resume:
-        model, state = checkpoints.load(fingerprint)
-        users, items = models.table_sizes(model)
-        if (users, items) != (split.num_users, split.num_items):
-            raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} has "
-                                f"{users:,} users and {items:,} artists, the data now "
-                                f"{split.num_users:,} and {split.num_items:,}; the data changed "
-                                "since it was made, so run without --resume")
-        if state.get("data_digest", digest) != digest:   # none in an older version's state
-            raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} was "
-                                f"trained on other plays or test artists than these (data "
-                                f"digest {state['data_digest']}, here {digest}); the data "
-                                "changed since it was made, so run without --resume")
-        history, best, start = state["history"], state["best"], state["epoch"]
-        log(f"resumed from {checkpoints.model_path} after epoch {start}")
+        model, history, best, start = resume_from(checkpoints, fingerprint, split, digest, log)
     for epoch in range(start, num_epoch):
         if validation and epoch - best["epoch"] >= patience and best["epoch"] > 0:
             break
-        started = time.time()
-        inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch, rows)
-        sample_seconds = time.time() - started
-        if len(labels) == 0:
-            raise TrainingError("no training pairs: every user with plays to train on has "
-                                "played every artist")
-        dataset = batched_dataset(inputs, labels, rows_per_step(labels, batch_size))
-        fitted = model.fit(dataset, epochs=epoch + 1,
-                           initial_epoch=epoch, verbose=verbose, shuffle=False,
-                           callbacks=[keras.callbacks.TerminateOnNaN()])
-        loss = float(fitted.history["loss"][-1])
-        if not math.isfinite(loss):
-            kept = (f"the last good checkpoint ({checkpoints.model_path}, epoch {epoch}) is kept"
-                    if epoch > 0 else "no epoch completed, so there is no checkpoint")
-            raise TrainingError(
-                f"training diverged in epoch {epoch + 1} (loss {loss}); lower --learning_rate "
-                f"(now {learning_rate}) or --batch_size; {kept}")
-        train_seconds = time.time() - started
+        loss, seconds, sample_seconds, samples, steady = train_epoch(
+            model, split, epoch, batch_size=batch_size, neg_ratio=neg_ratio, seed=seed,
+            rows=rows, bar=bar, learning_rate=learning_rate, checkpoints=checkpoints)
+        scoring = time.time()
         scores = score_sets(model, split, top_k, validation)
         record = {"epoch": epoch + 1, "loss": loss, "sample_seconds": round(sample_seconds, 2),
-                  "seconds": round(train_seconds, 2),
-                  "test_hit_ratio": scores["test"]["hit_ratio"], "test_ndcg": scores["test"]["ndcg"]}
+                  "seconds": round(seconds, 2), "test_hit_ratio": scores["test"]["hit_ratio"],
+                  "test_ndcg": scores["test"]["ndcg"]}
         if "valid" in scores:
             record.update(valid_hit_ratio=scores["valid"]["hit_ratio"],
                           valid_ndcg=scores["valid"]["ndcg"])
@@ -283,11 +290,13 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
         history.append(record)
         checkpoints.save(model, {"epoch": epoch + 1, "history": history, "best": best,
                                  "fingerprint": fingerprint, "data_digest": digest})
-        log(f"epoch {epoch + 1}/{num_epoch}: loss {loss:.4f}"
-            + (f", valid HR@{top_k} {record['valid_hit_ratio']:.3f} NDCG {record['valid_ndcg']:.3f}"
-               if "valid_hit_ratio" in record else "")
-            + f", {train_seconds:.1f} s incl. {sample_seconds:.1f} s sampling "
-            f"({labels.size / max(train_seconds, 1e-9):,.0f} samples/s)")
+        per_epoch = steady + time.time() - scoring
+        log(epoch_line(record, num_epoch, top_k, samples, per_epoch * (num_epoch - epoch - 1)))
+    return restore_best(model, checkpoints, best, history, validation, log)
+
+
+def restore_best(model, checkpoints, best, history, validation, log):
+    """With validation, the best epoch's weights -> (model, history, best epoch)."""
     if validation and best["epoch"] > 0 and best["epoch"] != len(history):
         try:
             model.load_weights(checkpoints.best_path)

@@ -16,6 +16,8 @@ import models
 import ncf_lastfm
 import training
 from conftest import write_csvs
+import kernels
+from split import leave_one_out, write_ncf_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,9 +161,9 @@ def test_environment_json_names_the_cpu_and_the_versions_the_figures_came_from(t
     assert environment["tensorflow"] == tf.__version__
     assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
     assert environment["onednn"] in (True, False, None) and environment["cpu"]
-    assert environment["compiled_kernels"] == (models.fused_kernel() is not None)
-    assert environment["kernel_build"] == models.kernel_build()
-    assert environment["kernel_build"] in ((None,) if models.fused_kernel() is None
+    assert environment["compiled_kernels"] == (kernels.fused_kernel() is not None)
+    assert environment["kernel_build"] == kernels.kernel_build()
+    assert environment["kernel_build"] in ((None,) if kernels.fused_kernel() is None
                                            else ("native", "portable"))
 
 
@@ -170,10 +172,10 @@ def test_cpu_name_reads_the_first_processor_with_its_numbers_and_vector_extensio
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
                        "model\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 "
                        "avx512f\n\nprocessor\t: 1\nmodel name\t: Other\n")
-    assert training.cpu_name(str(cpuinfo)) == "AMD EPYC (cpu family 25, model 17; avx avx2 avx512f)"
-    assert training.cpu_name(str(tmp_path / "missing"))   # not Linux: what platform knows
+    assert kernels.cpu_name(str(cpuinfo)) == "AMD EPYC (cpu family 25, model 17; avx avx2 avx512f)"
+    assert kernels.cpu_name(str(tmp_path / "missing"))   # not Linux: what platform knows
     cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")  # ARM
-    assert "(" not in training.cpu_name(str(cpuinfo)) and training.cpu_name(str(cpuinfo))
+    assert "(" not in kernels.cpu_name(str(cpuinfo)) and kernels.cpu_name(str(cpuinfo))
 
 
 def test_learning_beats_popularity_on_planted_data(trained):
@@ -264,7 +266,7 @@ def test_load_of_a_model_trained_on_a_split_is_scored_on_that_split_only(tmp_pat
     frames = data.make_planted(60, 200, 1_500, seed=2)
     folder = write_csvs(tmp_path / "csv", *frames)
     prefix = str(tmp_path / "sp")
-    data.write_ncf_split(data.leave_one_out(data.frames_to_plays(*frames), 20, seed=0), prefix)
+    write_ncf_split(leave_one_out(data.frames_to_plays(*frames), 20, seed=0), prefix)
     assert ncf_lastfm.main([f"--split={prefix}", "--num_epoch=1", "--quiet", "--top_k=5",
                             f"--output_dir={tmp_path / 'a'}"]) == 0
     model = f"--load={tmp_path / 'a' / 'mlp.keras'}"
@@ -279,7 +281,7 @@ def test_load_of_a_model_trained_on_a_split_is_scored_on_that_split_only(tmp_pat
 def test_split_candidates_beyond_99_allow_a_top_k_beyond_99(tmp_path, capsys):
     plays = data.frames_to_plays(*data.make_planted(40, 400, 1_200, seed=2))
     prefix = str(tmp_path / "wide")
-    data.write_ncf_split(data.leave_one_out(plays, 150, seed=1), prefix)
+    write_ncf_split(leave_one_out(plays, 150, seed=1), prefix)
     assert ncf_lastfm.main([f"--split={prefix}", "--num_epoch=0", "--quiet", "--top_k=120",
                             f"--output_dir={tmp_path / 'o'}"]) == 0
     metrics = json.load(open(tmp_path / "o" / "metrics.json"))
@@ -366,7 +368,7 @@ def test_hand_edited_checkpoint_state_on_resume_is_one_line(planted_dir, tmp_pat
 def test_split_with_fewer_candidates_than_top_k_is_one_line(tmp_path, capsys):
     plays = data.frames_to_plays(*data.make_planted(50, 80, 1_000, seed=1))
     prefix = str(tmp_path / "few")
-    data.write_ncf_split(data.leave_one_out(plays, 5, seed=1), prefix)
+    write_ncf_split(leave_one_out(plays, 5, seed=1), prefix)
     code, out, err = run_main(capsys, f"--split={prefix}", "--num_epoch=0", "--quiet",
                               f"--output_dir={tmp_path / 'o'}")
     assert code == 2 and "--top_k=10 is larger than the 5 candidates" in err
@@ -437,7 +439,6 @@ def test_diverging_run_stops_naming_the_epoch_and_keeps_the_checkpoint(planted_d
 
 def test_full_disk_is_one_line_and_no_half_written_metrics(planted_dir, tmp_path, capsys,
                                                            monkeypatch):
-    import training
 
     def no_space(path, payload):
         with open(path, "w") as stream:
@@ -653,7 +654,7 @@ def test_bench_scripts_refuse_an_unknown_kernel_choice_before_building_a_model(m
 def test_split_line_counts_test_users_without_training_pairs(tmp_path, capsys):
     plays = data.frames_to_plays(*data.make_planted(40, 60, 600, seed=2))
     prefix = str(tmp_path / "s")
-    data.write_ncf_split(data.leave_one_out(plays, 20, seed=1), prefix)
+    write_ncf_split(leave_one_out(plays, 20, seed=1), prefix)
     train = open(prefix + ".train.rating").read().splitlines()
     gone = {line.split("\t")[0] for line in open(prefix + ".test.rating").read().splitlines()[:3]}
     with open(prefix + ".train.rating", "w") as stream:

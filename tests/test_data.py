@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import data
 from conftest import write_csvs
+from split import count_untrained, leave_one_out, read_ncf_split, split_digest, write_ncf_split
 
 
 def tiny_frames():
@@ -24,7 +25,7 @@ def tiny_frames():
 
 def test_split_holds_out_one_item_per_eligible_user_and_keeps_every_pair():
     plays = data.frames_to_plays(*data.make_planted(200, 300, 5_000, seed=1))
-    split = data.leave_one_out(plays, 20, seed=0, validation=True)
+    split = leave_one_out(plays, 20, seed=0, validation=True)
     counts = np.bincount(plays.user_ids, minlength=plays.num_users)
     assert sorted(split.test_users) == sorted(np.flatnonzero(counts >= 2))
     assert sorted(split.valid_users) == sorted(np.flatnonzero(counts >= 3))
@@ -36,9 +37,9 @@ def test_split_holds_out_one_item_per_eligible_user_and_keeps_every_pair():
 
 def test_split_candidates_are_unplayed_distinct_and_seeded():
     plays = data.frames_to_plays(*data.make_planted(200, 300, 5_000, seed=1))
-    first = data.leave_one_out(plays, 30, seed=5)
-    again = data.leave_one_out(plays, 30, seed=5)
-    other = data.leave_one_out(plays, 30, seed=6)
+    first = leave_one_out(plays, 30, seed=5)
+    again = leave_one_out(plays, 30, seed=5)
+    other = leave_one_out(plays, 30, seed=6)
     assert np.array_equal(first.test_negatives, again.test_negatives)
     assert np.array_equal(first.test_items, again.test_items)
     assert not np.array_equal(first.test_negatives, other.test_negatives)
@@ -50,8 +51,8 @@ def test_split_candidates_are_unplayed_distinct_and_seeded():
 
 def test_test_item_is_the_same_with_validation_on_or_off():
     plays = data.frames_to_plays(*data.make_planted(100, 200, 2_000, seed=2))
-    plain = data.leave_one_out(plays, 10, seed=0)
-    valid = data.leave_one_out(plays, 10, seed=0, validation=True)
+    plain = leave_one_out(plays, 10, seed=0)
+    valid = leave_one_out(plays, 10, seed=0, validation=True)
     assert np.array_equal(plain.test_items, valid.test_items)
     assert set(zip(valid.valid_users, valid.valid_items)).isdisjoint(
         zip(valid.test_users, valid.test_items))
@@ -67,7 +68,7 @@ def test_planted_data_with_an_empty_last_taste_group_is_made(num_artists):
 
 def test_users_with_one_artist_only_train():
     plays = data.frames_to_plays(*tiny_frames())
-    split = data.leave_one_out(plays, 1, seed=0)
+    split = leave_one_out(plays, 1, seed=0)
     assert 3 not in split.test_users          # user 3 played one artist
     assert 3 in split.train_users
 
@@ -77,7 +78,7 @@ def test_users_who_played_almost_everything_are_left_out_of_testing_with_a_count
                          "artist_id": list(range(9)) + [0, 1, 2, 3], "plays": 1})
     artist = pd.DataFrame({"artist_id": range(10), "artist_name": [f"a{i}" for i in range(10)]})
     user = pd.DataFrame({"user_id": range(3), "gender": "", "age": -1, "country": ""})
-    split = data.leave_one_out(data.frames_to_plays(play, artist, user), 3, seed=0)
+    split = leave_one_out(data.frames_to_plays(play, artist, user), 3, seed=0)
     assert 0 not in split.test_users and split.num_untestable == 1
     assert sorted(split.test_users) == [1, 2]
 
@@ -85,7 +86,7 @@ def test_users_who_played_almost_everything_are_left_out_of_testing_with_a_count
 def test_num_eval_negatives_beyond_any_users_unplayed_artists_is_refused():
     plays = data.frames_to_plays(*tiny_frames())
     with pytest.raises(data.DataError, match="NUM_EVAL_NEGATIVES=99"):
-        data.leave_one_out(plays, 99, seed=0)
+        leave_one_out(plays, 99, seed=0)
 
 
 def test_duplicates_are_merged_and_counted(tmp_path):
@@ -186,10 +187,10 @@ def test_any_invalid_cell_gives_the_documented_error(tmp_path_factory, column, r
 
 def test_paper_format_round_trip(tmp_path):
     plays = data.frames_to_plays(*data.make_planted(150, 200, 3_000, seed=4))
-    split = data.leave_one_out(plays, 25, seed=0, validation=True)
+    split = leave_one_out(plays, 25, seed=0, validation=True)
     prefix = str(tmp_path / "lastfm")
-    data.write_ncf_split(split, prefix)
-    _, back = data.read_ncf_split(prefix, seed=0, validation=True)
+    write_ncf_split(split, prefix)
+    _, back = read_ncf_split(prefix, seed=0, validation=True)
     assert np.array_equal(back.test_users, split.test_users)
     assert np.array_equal(back.test_items, split.test_items)
     assert np.array_equal(back.test_negatives, split.test_negatives)
@@ -277,7 +278,7 @@ def test_data_where_no_user_has_two_artists_names_that_cause(num_eval_negatives)
     artist = pd.DataFrame({"artist_id": range(4), "artist_name": list("abcd")})
     user = pd.DataFrame({"user_id": range(2), "gender": "", "age": -1, "country": ""})
     with pytest.raises(data.DataError, match="no user has played 2 or more artists"):
-        data.leave_one_out(data.frames_to_plays(play, artist, user), num_eval_negatives, seed=0)
+        leave_one_out(data.frames_to_plays(play, artist, user), num_eval_negatives, seed=0)
 
 
 @pytest.mark.parametrize("bad", ["inf", "-inf", "1e300"])
@@ -296,7 +297,7 @@ def small_split(tmp_path):
     """A split in the paper's format -> (prefix, {suffix: the file's lines})."""
     plays = data.frames_to_plays(*data.make_planted(60, 80, 600, seed=5))
     prefix = str(tmp_path / "s")
-    data.write_ncf_split(data.leave_one_out(plays, 5, seed=0), prefix)
+    write_ncf_split(leave_one_out(plays, 5, seed=0), prefix)
     suffixes = (".train.rating", ".test.rating", ".test.negative")
     return prefix, {suffix: open(prefix + suffix).read().splitlines() for suffix in suffixes}
 
@@ -317,14 +318,14 @@ def test_split_negative_that_is_negative_or_huge_is_refused(tmp_path, value, mes
     pair, first, *rest = negative[0].split("\t")
     rewrite(prefix + ".test.negative", ["\t".join([pair, value, *rest])] + negative[1:])
     with pytest.raises(data.DataError, match=message):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def test_split_negative_file_without_negatives_is_refused(tmp_path):
     prefix, lines = small_split(tmp_path)
     rewrite(prefix + ".test.negative", [line.split("\t")[0] for line in lines[".test.negative"]])
     with pytest.raises(data.DataError, match="s.test.negative: line 1 has no negatives"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 @pytest.mark.parametrize("suffix", [".train.rating", ".test.rating", ".test.negative"])
@@ -333,7 +334,7 @@ def test_split_file_that_is_not_utf8_is_refused(tmp_path, suffix):
     with open(prefix + suffix, "ab") as stream:
         stream.write(b"\xff\xfe\n")
     with pytest.raises(data.DataError, match=f"s{suffix}: not UTF-8 text"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def test_split_test_pair_in_the_training_file_is_refused(tmp_path):
@@ -344,7 +345,7 @@ def test_split_test_pair_in_the_training_file_is_refused(tmp_path):
     with pytest.raises(data.DataError, match=rf"s.test.rating: test pair \(user {user}, item "
                                              rf"{item}\) on line 3 is also in .*s.train.rating, "
                                              r"as are 2 of the"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def test_split_test_file_with_a_user_twice_is_refused_naming_the_line(tmp_path):
@@ -355,7 +356,7 @@ def test_split_test_file_with_a_user_twice_is_refused_naming_the_line(tmp_path):
     user = test[2].split("\t")[0]
     with pytest.raises(data.DataError, match=rf"s.test.rating: line {len(test) + 1} repeats user "
                                              rf"{user} of line 3; give each test user one line"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 @pytest.mark.parametrize("tab_on", ["every line", "line 4"])
@@ -366,7 +367,7 @@ def test_split_negative_line_with_a_trailing_tab_names_the_line(tmp_path, tab_on
     line = 1 if tab_on == "every line" else 4
     with pytest.raises(data.DataError, match=rf"s.test.negative: line {line} has an empty field "
                                              r"\(a tab at the end of the line"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 @pytest.mark.parametrize("head, message", [                 # both were read silently
@@ -380,7 +381,7 @@ def test_split_negative_line_for_another_test_pair_is_refused(tmp_path, head, me
     negative[2] = "\t".join([head] + negative[2].split("\t")[1:])
     rewrite(prefix + ".test.negative", negative)
     with pytest.raises(data.DataError, match="s.test.negative: " + message):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def test_split_negative_lines_swapped_between_users_are_refused(tmp_path):
@@ -389,7 +390,7 @@ def test_split_negative_lines_swapped_between_users_are_refused(tmp_path):
     negative[0], negative[1] = negative[1], negative[0]      # user 1's candidates for user 0
     rewrite(prefix + ".test.negative", negative)
     with pytest.raises(data.DataError, match=r"s.test.negative: line 1 is for \(user 1,"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def test_split_negative_line_with_an_item_twice_is_refused(tmp_path):
@@ -401,7 +402,7 @@ def test_split_negative_line_with_an_item_twice_is_refused(tmp_path):
     rewrite(prefix + ".test.negative", negative)
     with pytest.raises(data.DataError, match=rf"s.test.negative: line 4 lists item {fields[1]} "
                                              r"twice among its negatives"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 @pytest.mark.parametrize("suffix, column, value, message", [
@@ -419,7 +420,7 @@ def test_split_rating_id_that_is_not_an_id_names_its_line(tmp_path, suffix, colu
     rewrite(prefix + suffix, lines[suffix][:3] + ["\t".join(fields)] + lines[suffix][4:])
     with pytest.raises(data.DataError, match=f"s{suffix}: {message}; user and item must be "
                                              "integer ids of 0 or more"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 @pytest.mark.parametrize("suffix, column, value, message", [   # were tracebacks
@@ -435,7 +436,7 @@ def test_split_id_beyond_int64_is_one_clean_error(tmp_path, suffix, column, valu
     fields[column] = value
     rewrite(prefix + suffix, ["\t".join(fields)] + lines[suffix][1:])
     with pytest.raises(data.DataError, match=f"s{suffix}: {message}"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 @pytest.mark.parametrize("name, header, message", [
@@ -502,7 +503,7 @@ def test_split_messages_name_the_files_line_after_an_empty_line(tmp_path):
     user = test[2].split("\t")[0]
     with pytest.raises(data.DataError, match=rf"s.test.rating: line {len(test) + 3} repeats user "
                                              rf"{user} of line 5; give each test user one line"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
     train = lines[".train.rating"]
     pair = "\t".join(test[1].split("\t")[:2])                 # a test pair, put in training
     rewrite(prefix + ".test.rating", ["", ""] + test)
@@ -510,7 +511,7 @@ def test_split_messages_name_the_files_line_after_an_empty_line(tmp_path):
     rewrite(prefix + ".train.rating", train + [pair + "\t1\t0"])
     with pytest.raises(data.DataError, match=r"s.test.rating: test pair \(user \d+, item \d+\) "
                                              r"on line 4 is also in"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def gapped_frames(num_users=60, num_artists=80, num_plays=900, seed=5):
@@ -523,7 +524,7 @@ def test_gaps_in_the_artist_ids_are_never_candidates_negatives_or_cached_away(tm
     folder = write_csvs(tmp_path, *gapped_frames())
     for plays in (data.load_folder(folder), data.load_folder(folder)):   # written, then cached
         assert plays.num_artists == 159 and np.array_equal(plays.artists(), np.arange(0, 159, 2))
-        split = data.leave_one_out(plays, 40, seed=0, validation=True)
+        split = leave_one_out(plays, 40, seed=0, validation=True)
         for drawn in (split.test_negatives, split.valid_negatives,
                       split.sampler.sample(split.train_users, np.random.default_rng(0))):
             assert (np.asarray(drawn) % 2 == 0).all()
@@ -533,10 +534,10 @@ def test_gaps_in_the_artist_ids_are_never_candidates_negatives_or_cached_away(tm
 
 def test_an_item_id_no_split_file_names_is_never_a_validation_candidate(tmp_path):
     plays = data.frames_to_plays(*gapped_frames())
-    split = data.leave_one_out(plays, 20, seed=0)
+    split = leave_one_out(plays, 20, seed=0)
     prefix = str(tmp_path / "gapped")
-    data.write_ncf_split(split, prefix)
-    _, back = data.read_ncf_split(prefix, seed=0, validation=True)
+    write_ncf_split(split, prefix)
+    _, back = read_ncf_split(prefix, seed=0, validation=True)
     named = np.unique(np.concatenate([back.train_items, back.test_items, back.valid_items,
                                       back.test_negatives.ravel()]))
     assert (named % 2 == 0).all() and len(back.valid_users) > 0
@@ -548,8 +549,8 @@ def test_split_training_pair_on_two_lines_is_one_pair_never_validation_and_train
     prefix, lines = small_split(tmp_path)
     train = lines[".train.rating"]
     rewrite(prefix + ".train.rating", train + train[::2])     # every other pair given twice
-    plays, split = data.read_ncf_split(prefix, seed=0, validation=True)
-    _, plain = data.read_ncf_split(small_split(tmp_path / "again")[0], seed=0, validation=True)
+    plays, split = read_ncf_split(prefix, seed=0, validation=True)
+    _, plain = read_ncf_split(small_split(tmp_path / "again")[0], seed=0, validation=True)
     assert plays.num_duplicates == len(train[::2])
     keys = split.train_users.astype(np.int64) * split.num_items + split.train_items
     assert len(np.unique(keys)) == len(keys)                  # each pair trained once
@@ -560,20 +561,20 @@ def test_split_training_pair_on_two_lines_is_one_pair_never_validation_and_train
 
 
 def test_count_untrained_counts_test_users_without_a_training_pair():
-    assert data.count_untrained(np.array([0, 1, 2, 3]), np.array([1, 1, 3]), 5) == 2
+    assert count_untrained(np.array([0, 1, 2, 3]), np.array([1, 1, 3]), 5) == 2
 
 
 def test_split_digest_is_the_same_read_back_with_or_without_validation_and_not_another_seed(
         tmp_path):
     plays = data.frames_to_plays(*data.make_planted(60, 80, 600, seed=5))
-    split = data.leave_one_out(plays, 5, seed=0, validation=True)
-    data.write_ncf_split(split, str(tmp_path / "s"))
-    digest = data.split_digest(split)
-    assert data.split_digest(data.read_ncf_split(str(tmp_path / "s"), seed=0)[1]) == digest
-    assert data.split_digest(data.read_ncf_split(str(tmp_path / "s"), seed=3,
+    split = leave_one_out(plays, 5, seed=0, validation=True)
+    write_ncf_split(split, str(tmp_path / "s"))
+    digest = split_digest(split)
+    assert split_digest(read_ncf_split(str(tmp_path / "s"), seed=0)[1]) == digest
+    assert split_digest(read_ncf_split(str(tmp_path / "s"), seed=3,
                                                  validation=True)[1]) == digest
-    assert data.split_digest(data.leave_one_out(plays, 5, seed=0)) == digest
-    assert data.split_digest(data.leave_one_out(plays, 5, seed=1)) != digest
+    assert split_digest(leave_one_out(plays, 5, seed=0)) == digest
+    assert split_digest(leave_one_out(plays, 5, seed=1)) != digest
 
 
 def test_split_negative_the_user_played_names_the_line_user_and_item(tmp_path):
@@ -586,15 +587,15 @@ def test_split_negative_the_user_played_names_the_line_user_and_item(tmp_path):
     rewrite(prefix + ".test.negative", negative[:3] + ["\t".join(fields)] + negative[4:])
     with pytest.raises(data.DataError, match=rf"s.test.negative: line 4 lists item {played}, "
                                              rf"which user {user} played, as a negative"):
-        data.read_ncf_split(prefix, seed=0)
+        read_ncf_split(prefix, seed=0)
 
 
 def test_split_negative_file_with_a_byte_order_mark_is_read(tmp_path):
     prefix, lines = small_split(tmp_path)
-    _, plain = data.read_ncf_split(prefix, seed=0)
+    _, plain = read_ncf_split(prefix, seed=0)
     with open(prefix + ".test.negative", "w", encoding="utf-8-sig") as stream:
         stream.write("\n".join(lines[".test.negative"]) + "\n")
-    _, split = data.read_ncf_split(prefix, seed=0)
+    _, split = read_ncf_split(prefix, seed=0)
     assert np.array_equal(split.test_negatives, plain.test_negatives)
 
 

@@ -5,6 +5,7 @@ import pytest
 import data
 import evaluate
 import models
+from split import leave_one_out
 
 
 def scorer_from(table):
@@ -67,7 +68,7 @@ def test_bpr_scorer_is_dot_plus_bias():
 
 def test_full_ranking_masks_played_items():
     plays = data.frames_to_plays(*data.make_planted(20, 30, 200, seed=0))
-    split = data.leave_one_out(plays, 5, seed=0)
+    split = leave_one_out(plays, 5, seed=0)
     # scores favour played items: masking them must still let the held-out item be ranked
     # against unplayed items only
     played = np.zeros((split.num_users, split.num_items))
@@ -148,7 +149,7 @@ def test_full_ranking_ranks_against_artists_that_exist_not_gaps_in_the_ids():
     play, artist, user = data.make_planted(20, 30, 200, seed=0)
     plays = data.frames_to_plays(play.assign(artist_id=play.artist_id * 3),
                                  artist.assign(artist_id=artist.artist_id * 3), user)
-    split = data.leave_one_out(plays, 5, seed=0)
+    split = leave_one_out(plays, 5, seed=0)
     # the gaps (ids not divisible by 3) score highest: counted, they would push every held-out
     # artist out of the top 10; the held-out artist scores above every other existing artist
     table = np.where(np.arange(split.num_items) % 3 == 0, 0.0, 50.0)[None, :].repeat(

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import models
+import kernels
 
 
 def numpy_lazy_adam(table, m, v, indices, values, steps, lr=0.01, b1=0.9, b2=0.999, eps=1e-7):
@@ -61,7 +62,7 @@ def test_lazy_adam_matches_numpy_and_leaves_other_rows(use_kernel, monkeypatch):
 
 
 def test_fused_kernel_builds_and_equals_tensorflow_ops(monkeypatch):
-    assert models.fused_kernel() is not None, "g++ could not build kernels.cc"
+    assert kernels.fused_kernel() is not None, "g++ could not build kernels.cc"
     rng = np.random.default_rng(1)
     table = rng.normal(size=(2_000, 32)).astype(np.float32)
     indices = rng.integers(0, 2_000, 5_000).astype(np.int32)
@@ -100,7 +101,7 @@ import numpy as np
 import tensorflow as tf
 sys.path.insert(0, {root!r})
 import models
-assert models.fused_kernel() is not None
+assert kernels.fused_kernel() is not None
 rng = np.random.default_rng(7)
 arrays = []
 for rows, dim, n in ((3_000, 37, 9_000), (200, 128, 5_000), (100_000, 20, 700)):
@@ -123,8 +124,8 @@ with tf.GradientTape() as tape:
     loss = tf.reduce_sum(tf.sin(total)) + tf.reduce_sum(squares * 0.3)
 arrays += [total, squares, tf.convert_to_tensor(tape.gradient(loss, table))]
 digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in arrays)).hexdigest()
-print(json.dumps({{"digest": digest, "library": models._kernel_library,
-                  "build": models.kernel_build()}}))
+print(json.dumps({{"digest": digest, "library": kernels._kernel_library,
+                  "build": kernels.kernel_build()}}))
 """
 
 
@@ -133,7 +134,7 @@ def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
     # `portable` without: LazyAdam's updates (the counting-sort and sorted paths, 37 and 128
     # columns) and the history sums and their gradient must come out the same to the last bit.
     # Without -ffp-contract=off, g++ fuses Adam's multiply-adds on a CPU with FMA and this fails.
-    assert models.native_target(), "g++ -march=native is not available here"
+    assert kernels.native_target(), "g++ -march=native is not available here"
     script = KERNEL_DIGEST.format(root=ROOT)
     runs = {}
     for mode in ("1", "portable"):
@@ -153,10 +154,10 @@ def test_a_failed_build_for_this_cpu_falls_back_to_the_portable_build():
     script = ("import json, sys\n"
               f"sys.path.insert(0, {ROOT!r})\n"
               "import models\n"
-              "models.NATIVE_FLAGS = models.NATIVE_FLAGS + ['-include', '/nonexistent/ncf.h']\n"
-              "assert models.fused_kernel() is not None, 'no kernels'\n"
-              "print(json.dumps({'loaded': models._kernel_library, 'build': models.kernel_build(),\n"
-              "                  'portable': models._build_kernel(native=False)}))\n")
+              "kernels.NATIVE_FLAGS = kernels.NATIVE_FLAGS + ['-include', '/nonexistent/ncf.h']\n"
+              "assert kernels.fused_kernel() is not None, 'no kernels'\n"
+              "print(json.dumps({'loaded': kernels._kernel_library, 'build': kernels.kernel_build(),\n"
+              "                  'portable': kernels._build_kernel(native=False)}))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "NCF_LASTFM_KERNEL": "1",
                                "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
@@ -267,7 +268,7 @@ def test_history_kernels_give_the_tensorflow_ops_sums_and_gradient_bit_for_bit(g
     then blocks of 8: here users have 0 to 40 artists (the forward sums) and artists 1 to about
     70 entries in the batch (the gradient's sums), with repeated users, an empty batch and a
     batch of users without artists; every output and gradient compared exactly."""
-    assert models.fused_kernel() is not None, "g++ could not build kernels.cc"
+    assert kernels.fused_kernel() is not None, "g++ could not build kernels.cc"
     rng = np.random.default_rng(5)
     num_users, num_items, dim = 41, 300, 16
     users_of = np.repeat(np.arange(num_users), np.arange(num_users))      # user u: u artists,
@@ -316,7 +317,7 @@ def check_history_kernel(keys, starts, table, users, num_items, graph, monkeypat
 
 
 def test_history_kernel_rejects_bad_input_with_an_error_not_a_crash():
-    kernel = models.fused_kernel()
+    kernel = kernels.fused_kernel()
     assert kernel is not None, "g++ could not build kernels.cc"
     keys, starts = models.history_keys([0, 1], [2, 3], 2, 5)
     users = tf.constant([1, 2], tf.int32)

@@ -4,6 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 import data
 import sampling
+from split import leave_one_out
 
 
 def sampler_for(pairs, num_users, num_items):
@@ -48,7 +49,7 @@ def test_sorted_and_unsorted_paths_draw_uniformly():
 
 def test_training_set_has_exact_ratio_and_no_played_or_held_out_negative():
     plays = data.frames_to_plays(*data.make_planted(200, 300, 5_000, seed=1))
-    split = data.leave_one_out(plays, 20, seed=0, validation=True)
+    split = leave_one_out(plays, 20, seed=0, validation=True)
     rng = np.random.default_rng(0)
     users, items, labels = sampling.training_set(split.train_users, split.train_items,
                                                  split.sampler, 4, rng)
@@ -66,7 +67,7 @@ def test_training_set_has_exact_ratio_and_no_played_or_held_out_negative():
 
 def test_same_seed_same_epoch():
     plays = data.frames_to_plays(*data.make_planted(100, 200, 2_000, seed=1))
-    split = data.leave_one_out(plays, 10, seed=0)
+    split = leave_one_out(plays, 10, seed=0)
     one = sampling.training_set(split.train_users, split.train_items, split.sampler, 3,
                                 np.random.default_rng([7, 1]))
     two = sampling.training_set(split.train_users, split.train_items, split.sampler, 3,
@@ -91,7 +92,7 @@ def test_distinct_candidates_for_crowded_users():
 
 def test_one_pair_per_row_keeps_every_pair_and_shuffles():
     plays = data.frames_to_plays(*data.make_planted(100, 200, 2_000, seed=1))
-    split = data.leave_one_out(plays, 10, seed=0)
+    split = leave_one_out(plays, 10, seed=0)
     rng = np.random.default_rng(0)
     users, items, labels = sampling.training_set(split.train_users, split.train_items,
                                                  split.sampler, 3, rng)

@@ -1,0 +1,199 @@
+"""The compiled kernels (kernels.cc): built with g++ on first use, loaded into TensorFlow.
+
+In:  kernels.cc beside this file, and NCF_LASTFM_KERNEL: 1 (default) built for this CPU,
+     portable for any CPU of its architecture (the same figures, a little slower), 0 for
+     TensorFlow ops only.
+Out: `fused_kernel()`, the loaded op library (LazyAdam's row update and the history sums), or
+     None where it cannot be built: then TensorFlow ops do the same arithmetic, more slowly.
+     `environment()` says what a run's figures depend on beyond its settings: the CPU, oneDNN,
+     the kernels' build and the versions.
+This module imports TensorFlow only when a kernel is built or loaded, so `environment_error`
+can check the environment before TensorFlow starts.
+"""
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+KERNEL_CHOICES = ("1", "portable", "0")
+
+
+def environment_error():
+    """A one-line error if NCF_LASTFM_KERNEL is set to something else than KERNEL_CHOICES or
+    KERAS_BACKEND to another backend than TensorFlow's, else an empty string."""
+    kernel = os.environ.get("NCF_LASTFM_KERNEL", "1")
+    if kernel not in KERNEL_CHOICES:
+        return (f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built for "
+                "this CPU, the default), portable or 0 (TensorFlow ops only)")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        return (f"KERAS_BACKEND={backend!r}: this script runs on Keras' TensorFlow backend (its "
+                "layers and kernels are TensorFlow's); unset it or set KERAS_BACKEND=tensorflow")
+    return ""
+
+
+def import_tensorflow_quietly():
+    """TensorFlow's C++ start-up notes (oneDNN, CUDA) go to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says; they would bury a one-line error. Silence them at import only."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def error_reason(error, line=0):
+    """One line of an exception's message (the first by default, -1 for the last)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[line]
+
+
+# Any other value of NCF_LASTFM_KERNEL is refused by environment_error() before a model is built
+KERNEL_MODE = os.environ.get("NCF_LASTFM_KERNEL", "1")
+USE_KERNEL = KERNEL_MODE != "0"
+KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
+# No -ffast-math: the history sums must add in TensorFlow's order
+KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
+# This CPU's widest vectors do the same arithmetic, more elements at a time (a history step at
+# the notebook's scale about a fifth faster: README, "Speed"); no fused multiply-add, which
+# would round a * b + c once where TensorFlow rounds twice
+NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
+_kernel = None   # the loaded op library; False once it could not be built
+_kernel_library = ""   # the file it was loaded from
+_kernel_build = None   # "native" (built for this CPU) or "portable", once loaded
+
+
+def fused_kernel():
+    """The compiled kernels.cc op library (LazyAdam's update, the history sums), built with g++
+    on first use into a cache folder (keyed by the source, TensorFlow's version and flags), or
+    None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly."""
+    global _kernel, _kernel_library, _kernel_build
+    if _kernel is None:
+        import tensorflow as tf
+        _kernel = False
+        try:
+            native = KERNEL_MODE != "portable" and bool(native_target())
+            try:
+                path = _build_kernel(native)
+            except RuntimeError:   # g++ too old for this CPU's -march=native: build for any CPU
+                if not native:
+                    raise
+                native = False
+                path = _build_kernel(native=False)
+            _kernel = tf.load_op_library(path)
+            _kernel_library, _kernel_build = path, "native" if native else "portable"
+        except Exception as error:  # no compiler, no writable cache, another TensorFlow build
+            print(f"note: the compiled kernels (kernels.cc) are not available "
+                  f"({error_reason(error, -1)}); using "
+                  "TensorFlow ops (same arithmetic, slower)", file=sys.stderr)
+    return _kernel or None
+
+
+def kernel_loaded():
+    """Has this process loaded the compiled kernels (for LazyAdam or the history sums)?"""
+    return bool(_kernel)
+
+
+def kernel_build():
+    """How the loaded kernels were built: "native" (for this CPU), "portable" (for any CPU of
+    its architecture), or None if this process has not loaded them."""
+    return _kernel_build if _kernel else None
+
+
+@functools.lru_cache(maxsize=None)
+def native_target():
+    """What g++'s -march=native stands for on this CPU (its expanded options), or "" where it
+    cannot say: part of the built library's name, so a cache folder shared by several machines
+    never hands one CPU's instructions to another."""
+    try:
+        shown = subprocess.run(["g++", *NATIVE_FLAGS, "-###", "-E", "-x", "c++", os.devnull],
+                               capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    lines = [line for line in shown.stderr.splitlines() if "cc1" in line]
+    return lines[-1].strip() if shown.returncode == 0 and lines else ""
+
+
+def _build_kernel(native=True):
+    import tensorflow as tf
+    with open(KERNEL_SOURCE, "rb") as stream:
+        source = stream.read()
+    target = native_target() if native else ""
+    flags = (KERNEL_FLAGS + (NATIVE_FLAGS if target else []) + tf.sysconfig.get_compile_flags()
+             + tf.sysconfig.get_link_flags())
+    key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), " ".join(flags).encode(),
+                                     target.encode()]))
+    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                          "ncf_lastfm")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        folder = tempfile.gettempdir()
+    path = os.path.join(folder, f"lazy_adam-{key.hexdigest()[:16]}.so")
+    if not os.path.isfile(path):
+        partial = f"{path}.{os.getpid()}.part"
+        try:
+            built = subprocess.run(["g++", KERNEL_SOURCE, "-o", partial, *flags],
+                                   capture_output=True, text=True, timeout=600)
+            if built.returncode:
+                raise RuntimeError(f"g++ failed: {built.stderr.strip()[-300:]}")
+            os.replace(partial, path)   # whole or not at all, even with parallel builds
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    return path
+
+
+
+def environment():
+    """What a run's figures depend on beyond its settings and data: the CPU, whether
+    TensorFlow's oneDNN matrix products are on, whether the run used the compiled kernels and
+    how they were built (for this CPU or any: the same figures, another speed), and the
+    versions. oneDNN picks its code by the CPU, so the MLP's and NeuMF's figures move in
+    their later digits from one CPU model to another (docs/results.md; on the two CPUs
+    compared there, BPR's, GMF's and pop's did not)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):     # a private API: gone in some TensorFlow build
+        onednn = None
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "onednn": onednn,
+            "compiled_kernels": kernel_loaded(), "kernel_build": kernel_build(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name, its family and model numbers (two CPUs can share a name) and its
+    vector extensions, from Linux's /proc/cpuinfo; elsewhere what `platform` knows."""
+    try:
+        with open(cpuinfo) as stream:
+            fields = {}
+            for line in stream:
+                if not line.strip():
+                    break                                   # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    vector = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+                          "amx_tile") if f in flags]
+    numbers = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model")
+                        if key in fields)
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = "; ".join(part for part in (numbers, " ".join(vector)) if part)
+    return f"{name} ({details})" if details else name
