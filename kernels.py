@@ -69,6 +69,7 @@ KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
 _kernel = None   # the loaded op library; False once it could not be built
 _kernel_library = ""   # the file it was loaded from
+_announced = False   # the first build's line has been printed
 _kernel_build = None   # "native" (built for this CPU) or "portable", once loaded
 
 
@@ -123,6 +124,15 @@ def native_target():
     return lines[-1].strip() if shown.returncode == 0 and lines else ""
 
 
+def announce_compile():
+    """Say once why the first run pauses (a failed build for this CPU falls back to another)."""
+    global _announced
+    if not _announced:
+        _announced = True
+        print("compiling the kernels (kernels.cc) for this machine: first run only, about 30 s",
+              flush=True)
+
+
 def _build_kernel(native=True):
     import tensorflow as tf
     with open(KERNEL_SOURCE, "rb") as stream:
@@ -140,6 +150,7 @@ def _build_kernel(native=True):
         folder = tempfile.gettempdir()
     path = os.path.join(folder, f"lazy_adam-{key.hexdigest()[:16]}.so")
     if not os.path.isfile(path):
+        announce_compile()
         partial = f"{path}.{os.getpid()}.part"
         try:
             built = subprocess.run(["g++", KERNEL_SOURCE, "-o", partial, *flags],
