@@ -3,24 +3,38 @@
 In:  a path and a function that writes to a temporary path (or text, or a JSON-able payload).
 Out: the file, complete, or no change at all. Files are UTF-8.
 """
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import tempfile
 
 import numpy as np
 
 
 def atomic_write(path, write):
     """`write(temporary)`, then rename to `path`: a crash or a full disk never leaves a partial
-    file under the real name. The temporary name keeps the suffix (Keras checks `.keras`)."""
+    file under the real name. The temporary name is new and created exclusively, so a link
+    planted there is never followed and two runs never write into each other's file; it ends
+    with the real name (Keras checks `.keras`, NumPy `.npz`)."""
     folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".tmp-{name}")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + name)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())     # as an ordinary new file, not mkstemp's 0600
+        os.close(handle)
         write(temporary)
         os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
+        if os.path.lexists(temporary):
             os.remove(temporary)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path, text):
@@ -40,3 +54,19 @@ def json_default(value):
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold `folder` for this run: a second run on it fails at once with EBUSY, rather than
+    both writing the same checkpoints. The lock goes with the process, even when killed."""
+    path = os.path.join(folder, ".lock")
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OSError(errno.EBUSY, "another run is using this folder", folder) from None
+        yield
+    finally:
+        os.close(handle)

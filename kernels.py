@@ -14,9 +14,9 @@ import functools
 import hashlib
 import os
 import platform
+import stat
 import subprocess
 import sys
-import tempfile
 
 KERNEL_CHOICES = ("1", "portable", "0")
 
@@ -142,13 +142,11 @@ def _build_kernel(native=True):
              + tf.sysconfig.get_link_flags())
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), " ".join(flags).encode(),
                                      target.encode()]))
-    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                          "ncf_lastfm")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:
-        folder = tempfile.gettempdir()
+    folder = private_folder(os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                         or os.path.expanduser("~/.cache"), "ncf_lastfm"))
     path = os.path.join(folder, f"lazy_adam-{key.hexdigest()[:16]}.so")
+    if os.path.isfile(path) and _file_digest(path) != _recorded_digest(path):
+        os.remove(path)            # not the library this script built: build it again
     if not os.path.isfile(path):
         announce_compile()
         partial = f"{path}.{os.getpid()}.part"
@@ -157,12 +155,39 @@ def _build_kernel(native=True):
                                    capture_output=True, text=True, timeout=600)
             if built.returncode:
                 raise RuntimeError(f"g++ failed: {built.stderr.strip()[-300:]}")
+            with open(path + ".sha256.part", "w") as stream:
+                stream.write(_file_digest(partial))
+            os.replace(path + ".sha256.part", path + ".sha256")
             os.replace(partial, path)   # whole or not at all, even with parallel builds
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
     return path
 
+
+def private_folder(folder):
+    """`folder`, created if need be, once it is shown to be a folder (not a link) that only this
+    user owns and can write: the library in it is code this process runs. Else RuntimeError,
+    and the TensorFlow ops run instead."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    status = os.lstat(folder)
+    if (not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid()
+            or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+        raise RuntimeError(f"{folder} is not a folder that only this user can write")
+    return folder
+
+
+def _file_digest(path):
+    with open(path, "rb") as stream:
+        return hashlib.sha256(stream.read()).hexdigest()
+
+
+def _recorded_digest(path):
+    try:
+        with open(path + ".sha256") as stream:
+            return stream.read().strip()
+    except OSError:
+        return ""
 
 
 def environment():

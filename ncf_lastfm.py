@@ -103,6 +103,9 @@ def main(argv=None):
     except settings.SettingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for stream in (sys.stdout, sys.stderr):   # a name the terminal cannot show: "?", not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     if s.quiet:
         os.environ["TQDM_DISABLE"] = "1"   # tqdm >= 4.66 reads it for every bar
     kernels.import_tensorflow_quietly()
@@ -113,20 +116,21 @@ def run_reporting_errors(s):
     """`run(s)`, with each failure as one line and its exit code: 2 bad input, 1 the
     environment (disk, memory, divergence), 130 interrupted."""
     import data
+    import files
     import tensorflow
     import training
     try:
-        return run(s)
+        os.makedirs(s.output_dir, exist_ok=True)
+        with files.folder_lock(s.output_dir):
+            return run(s)
     except data.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except training.TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # a full disk, a folder we may not write: one line, no traceback
-        advice = "free space or choose" if error.errno == errno.ENOSPC else "choose"
-        print(f"error: {error.strerror or error} ({error.filename or s.output_dir}); "
-              f"{advice} another folder (--output_dir, --export_split)", file=sys.stderr)
+    except OSError as error:  # a full disk, a file we may not read or write: one line
+        print(f"error: {os_error_message(error, s)}", file=sys.stderr)
         return 1
     except (MemoryError, tensorflow.errors.ResourceExhaustedError):
         print("error: out of memory; lower --num_factor, --hidden_units, --neg_ratio or "
@@ -135,6 +139,20 @@ def run_reporting_errors(s):
     except KeyboardInterrupt:
         print("\n" + interrupted_message(s), file=sys.stderr)
         return 130
+
+
+def os_error_message(error, s):
+    """Which file failed, and the advice for it: a folder this run writes, or an input."""
+    path = error.filename or s.output_dir
+    written = [os.path.realpath(p) for p in (s.output_dir, os.path.dirname(s.export_split or "."))
+               if p]
+    writing = any(os.path.realpath(str(path)).startswith(folder) for folder in written)
+    if error.errno == errno.ENOSPC:
+        return f"no space left on the device of {path}; free space or choose another folder"
+    if writing:
+        return (f"{error.strerror or error} ({path}); choose another folder (--output_dir, "
+                "--export_split)")
+    return f"cannot read {path}: {error.strerror or error}"
 
 
 def interrupted_message(s):
@@ -422,6 +440,7 @@ def adopt_saved_model(s):
     """--load: the model, and the settings it was trained with where none were given (its
     data, from the metrics.json beside it; its sizes, from the model itself)."""
     import data
+    import models
     s = dataclasses.replace(s, **saved_data_settings(s))
     model = read_saved_model(s.load)
     if model.name not in MODEL_DEFAULTS:   # e.g. bench/speed.py's notebook model
@@ -430,6 +449,12 @@ def adopt_saved_model(s):
     if "model" in s.given and model.name != s.model:
         raise data.DataError(f"--load={s.load} holds a {model.name} model, not "
                              f"--model={s.model}; drop --model")
+    try:
+        models.table_sizes(model)
+        models.settings_of(model)
+    except (KeyError, ValueError, AttributeError, IndexError, TypeError):
+        raise data.DataError(f"--load={s.load} holds a model named {model.name} that this "
+                             "script did not make (its layers are not an NCF model's)") from None
     s = dataclasses.replace(model_settings(s, model.name), num_epoch=s.num_epoch)
     if os.path.realpath(os.path.dirname(s.load) or ".") == os.path.realpath(
             model_folder(s, model.name)):

@@ -40,7 +40,7 @@ def rows_per_step(labels, batch_size):
     """BATCH_SIZE counts samples, (user, artist) pairs; a pointwise row holds 1 + NEG_RATIO of
     them -> how many rows make one step (at least one)."""
     per_row = labels.shape[1] if labels.ndim == 2 else 1
-    return max(1, batch_size // per_row)
+    return max(1, min(len(labels), batch_size // per_row))   # no batch larger than the data
 
 
 def batched_dataset(inputs, labels, batch_size):
