@@ -1,10 +1,10 @@
 """MovieLens 100K in the notebook's CSV format: a second real data set, to see whether the
 defaults chosen on lastfm-2k hold on data they were not chosen on.
 
-Run from the repository root:
-    pip download --no-deps recbole==1.2.1 -d /tmp/dl      # a 2 MB wheel that carries ml-100k
-    python bench/movielens.py /tmp/dl/recbole-1.2.1-py3-none-any.whl /tmp/ml100k
-    python bench/movielens.py ml-100k/u.data /tmp/ml100k   # or GroupLens's own files
+Run from the repository root (docs/results.md has the runs on these data):
+    pip download --no-deps recbole==1.2.1 -d dl/       # a 2 MB wheel that carries ml-100k
+    python bench/movielens.py dl/recbole-1.2.1-py3-none-any.whl ml100k/
+    python bench/movielens.py ml-100k/u.data ml100k/   # or GroupLens's own files
 
 In: RecBole's wheel (its `dataset_example/ml-100k` atomic files: .inter, .item, .user, read
 from the zip; nothing is installed), or GroupLens's `u.data` (user, movie, rating, time,
@@ -17,6 +17,7 @@ every play does; the rating itself is kept as `plays` and not used by training.
 Refuses, in one line: a missing or unreadable input, a wheel without ml-100k, a line that is not
 four fields, an id or rating that is not an integer.
 """
+import argparse
 import csv
 import os
 import sys
@@ -24,6 +25,7 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import files  # noqa: E402
 
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k/ml-100k"
 
@@ -124,14 +126,25 @@ def write_csvs(ratings, titles, users, out):
                 writer = csv.writer(file, lineterminator="\n")
                 writer.writerow(data.COLUMNS[name])
                 writer.writerows(rows)
-        data.atomic_write(os.path.join(out, name), write)
+        files.atomic_write(os.path.join(out, name), write)
     return len(ratings), len(user_ids), len(movie_ids)
 
 
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python bench/movielens.py",
+        description="MovieLens 100K (RecBole's wheel or GroupLens's u.data) as the notebook's "
+                    "three CSVs.")
+    parser.add_argument("source", help="RecBole's wheel (recbole-1.2.1-py3-none-any.whl) or "
+                                       "GroupLens's u.data; required, no default")
+    parser.add_argument("out", help="the folder to write the three CSVs into (made if "
+                                    "missing); required, no default")
+    return parser.parse_args(argv)
+
+
 def main(argv):
-    if len(argv) != 2:
-        sys.exit("usage: python bench/movielens.py RECBOLE_WHEEL|u.data OUT_FOLDER")
-    source, out = argv
+    args = parse_args(argv)
+    source, out = args.source, args.out
     try:
         reader = read_wheel if zipfile.is_zipfile(source) else read_grouplens
         counts = write_csvs(*reader(source), out)

@@ -1,24 +1,27 @@
 """A trained model against item kNN and EASE on the same test users, paired: is the difference
 more than the luck of which users were held out?
 
-Run from the repository root:
+Run from the repository root (`--help` lists the options):
     python bench/paired.py --split=PREFIX --load=MODEL.keras [--weights=BEST.weights.h5]
-                           [--resamples=10000] [--ease=True] [--seed=0]
 
 PREFIX is a split in the NCF paper's format (`python ncf_lastfm.py --export_split=PREFIX`);
 MODEL.keras a model the project saved (`OUTPUT_DIR/neumf.keras`, or with --compare
 `OUTPUT_DIR/checkpoint-neumf.keras` and `--weights=OUTPUT_DIR/best-neumf.weights.h5`, the best
-validation epoch's weights). Item kNN and EASE(lambda=500) are computed here with
-`../shared/tools/peers_bench.py`'s formulas on every row of PREFIX.train.rating, so they print
-that tool's HR@10 and NDCG@10; ties count against the held-out artist, as there and in
-`evaluate.py`. For each classic method it prints the model's HR@10 and NDCG@10 minus the
-method's, with a 95% interval from a paired bootstrap (the same resampled users for both), and
-how many users only one of the two hits (`--seed` seeds the bootstrap draws). EASE inverts a
-num_items x num_items matrix (about 2 minutes at lastfm-2k's 17,632 artists here);
-`--ease=False` skips it.
+validation epoch's weights). Item kNN and EASE(lambda=500) are computed here with the formulas
+of peers_bench.py (the measuring tool of docs/results.md, kept outside this repository) on every
+row of PREFIX.train.rating, so they print that tool's HR@10 and NDCG@10; ties count against the
+held-out artist, as there and in `evaluate.py`. For each classic method it prints the model's
+HR@10 and NDCG@10 minus the method's, with a 95% interval from a paired bootstrap (the same
+resampled users for both), and how many users only one of the two hits (`--seed` seeds the
+bootstrap draws). EASE inverts a num_items x num_items matrix, the slow part with thousands of
+artists; `--ease=False` skips it.
+Refuses, in one line: a split or model file that is missing or unreadable, a model whose tables
+or training data are not the split's, weights of another model.
 """
+import argparse
 import os
 import sys
+import zipfile
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,34 +31,52 @@ import numpy as np  # noqa: E402
 
 import data  # noqa: E402
 import evaluate  # noqa: E402
+import kernels  # noqa: E402
+from split import read_ncf_split, split_digest  # noqa: E402
 
 TOP_K, EASE_LAMBDA = 10, 500.0
 
 
-def parse_args(argv):
-    settings = {"split": "", "load": "", "weights": "", "resamples": 10_000, "ease": True,
-                "seed": 0}
-    for argument in argv:
-        key, _, value = argument.lstrip("-").partition("=")
-        if key not in settings:
-            raise SystemExit(f"unknown option {argument!r}; usage: python bench/paired.py "
-                             "--split=PREFIX --load=MODEL.keras [--weights=FILE] "
-                             "[--resamples=10000] [--ease=True] [--seed=0]")
-        kind = type(settings[key])
-        if kind is bool:
-            if value not in ("True", "true", "1", "False", "false", "0"):
-                raise SystemExit(f"--{key}={value!r}: give True or False")
-            settings[key] = value in ("True", "true", "1")
-            continue
+def true_or_false(text):
+    """argparse type of --ease: bool("False") would be True."""
+    if text not in ("True", "true", "1", "False", "false", "0"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give True or False")
+    return text in ("True", "true", "1")
+
+
+def at_least(minimum):
+    """argparse type: an integer of `minimum` or more."""
+    def parse(text):
         try:
-            settings[key] = kind(value)
+            value = int(text)
         except ValueError:
-            raise SystemExit(f"--{key}={value!r}: give {'an integer' if kind is int else 'text'}")
-    if not settings["split"] or not settings["load"]:
-        raise SystemExit("--split=PREFIX and --load=MODEL.keras are required")
-    if settings["resamples"] < 1 or settings["seed"] < 0:
-        raise SystemExit("--resamples must be 1 or more and --seed 0 or more")
-    return settings
+            raise argparse.ArgumentTypeError(f"{text!r}: give an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {minimum} or more")
+        return value
+    return parse
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python bench/paired.py",
+        description="A saved model against item kNN and EASE on a split's test users, with "
+                    "paired bootstrap intervals of the differences.")
+    parser.add_argument("--split", required=True, metavar="PREFIX",
+                        help="a split in the NCF paper's format (PREFIX.train.rating, "
+                             ".test.rating, .test.negative); required, no default")
+    parser.add_argument("--load", required=True, metavar="MODEL.keras",
+                        help="a model the project saved; required, no default")
+    parser.add_argument("--weights", default="", metavar="FILE",
+                        help="weights to load into the model, e.g. the best validation epoch's "
+                             "(default: %(default)r, the model's own)")
+    parser.add_argument("--resamples", type=at_least(1), default=10_000,
+                        help="bootstrap draws of the test users (default: %(default)s)")
+    parser.add_argument("--ease", type=true_or_false, default=True, metavar="True|False",
+                        help="also score EASE, the slow part (default: %(default)s)")
+    parser.add_argument("--seed", type=at_least(0), default=0,
+                        help="seed of the bootstrap draws (default: %(default)s)")
+    return parser.parse_args(argv)
 
 
 def played_matrix(split):
@@ -108,37 +129,49 @@ def compare(model_ranks, classic_ranks, resamples, seed):
     return rows
 
 
-def main(argv):
-    settings = parse_args(argv)
-    from ncf_lastfm import environment_error, import_tensorflow_quietly
-    if error := environment_error():
-        sys.exit(f"error: {error}")
-    import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
+def read_model(path, split):
+    """The saved model at `path`, if its tables and training data are `split`'s; else a
+    one-line DataError."""
     import models
-    from ncf_lastfm import check_fits, read_saved_model
+    if not os.path.isfile(path):
+        raise data.DataError(f"--load={path}: file not found; give a .keras file a run saved")
+    if not zipfile.is_zipfile(path):   # Keras would say "File not found"
+        raise data.DataError(f"--load={path}: not a .keras file (a .keras file is a zip archive); "
+                             "give a .keras file a run saved")
     try:
-        _, split = data.read_ncf_split(settings["split"], seed=0)
-        model = check_fits(read_saved_model(settings["load"]), settings["load"], split)
-    except data.DataError as error:
-        raise SystemExit(str(error)) from None
-    if settings["weights"]:
-        if not os.path.isfile(settings["weights"]):
-            raise SystemExit(f"--weights={settings['weights']}: file not found")
-        try:
-            model.load_weights(settings["weights"])
-        except Exception as error:  # missing, or another model's weights
-            raise SystemExit(f"--weights={settings['weights']}: not this model's weights "
-                             f"({data.error_reason(error)})") from None
-    score = models.make_scorer(model)
-    args = (split.test_users, split.test_items, split.test_negatives, TOP_K)
-    model_result = evaluate.hit_ratio_at_k(score, *args)
-    played = played_matrix(split)
-    classic = {"item kNN": evaluate.hit_ratio_at_k(item_knn(played), *args)["ranks"]}
-    if settings["ease"]:
-        classic[f"EASE(l={EASE_LAMBDA:g})"] = evaluate.hit_ratio_at_k(ease(played), *args)["ranks"]
-    rows = compare(model_result["ranks"], classic, settings["resamples"], settings["seed"])
-    users = len(split.test_users)
-    print(f"{model.name} ({settings['load']}): HR@{TOP_K} {model_result['hit_ratio']:.4f}, "
+        model = models.load(path)
+    except Exception as error:  # not a Keras file, or one made by other code
+        raise data.DataError(f"--load={path}: not a model this script saved "
+                             f"({data.first_sentence(error)})") from None
+    users, items = models.table_sizes(model)
+    if (users, items) != (split.num_users, split.num_items):
+        raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "
+                             f"artists, the data {split.num_users:,} and {split.num_items:,}; "
+                             "use the data settings it was trained with")
+    trained_on, here = models.saved_data_digest(path), split_digest(split)
+    if trained_on and trained_on != here:
+        raise data.DataError(f"--load={path} was trained on other plays or test artists than "
+                             f"these (data digest {trained_on}, here {here}); scored here, its "
+                             "training artists could be test artists: use the data and --seed "
+                             "it was trained with")
+    return model
+
+
+def load_weights(model, path):
+    """`model` with the weights at `path`, or a one-line SystemExit."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--weights={path}: file not found")
+    try:
+        model.load_weights(path)
+    except Exception as error:  # another model's weights, or not a weights file
+        raise SystemExit(f"--weights={path}: not this model's weights "
+                         f"({data.error_reason(error)})") from None
+    return model
+
+
+def print_table(model, path, model_result, rows, users):
+    """The model's line, then one Markdown row per classic method."""
+    print(f"{model.name} ({path}): HR@{TOP_K} {model_result['hit_ratio']:.4f}, "
           f"NDCG@{TOP_K} {model_result['ndcg']:.4f}, {users:,} test users")
     print(f"| method | HR@{TOP_K} | NDCG@{TOP_K} | {model.name} - method, HR@{TOP_K} (95% paired "
           f"interval) | NDCG@{TOP_K} (95%) | users only {model.name} hits | only the method hits |")
@@ -149,6 +182,29 @@ def main(argv):
               f"| {hr[0]:+.4f} [{hr[1]:+.4f}, {hr[2]:+.4f}] "
               f"| {nd[0]:+.4f} [{nd[1]:+.4f}, {nd[2]:+.4f}] "
               f"| {row['only_model']} | {row['only_method']} |")
+
+
+def main(argv):
+    args = parse_args(argv)
+    if error := kernels.environment_error():
+        sys.exit(f"error: {error}")
+    kernels.import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
+    import models
+    try:
+        _, split = read_ncf_split(args.split, seed=0)
+        model = read_model(args.load, split)
+    except data.DataError as error:
+        raise SystemExit(str(error)) from None
+    if args.weights:
+        load_weights(model, args.weights)
+    test = (split.test_users, split.test_items, split.test_negatives, TOP_K)
+    model_result = evaluate.hit_ratio_at_k(models.make_scorer(model), *test)
+    played = played_matrix(split)
+    classic = {"item kNN": evaluate.hit_ratio_at_k(item_knn(played), *test)["ranks"]}
+    if args.ease:
+        classic[f"EASE(l={EASE_LAMBDA:g})"] = evaluate.hit_ratio_at_k(ease(played), *test)["ranks"]
+    rows = compare(model_result["ranks"], classic, args.resamples, args.seed)
+    print_table(model, args.load, model_result, rows, len(split.test_users))
 
 
 if __name__ == "__main__":

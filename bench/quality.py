@@ -1,12 +1,12 @@
 """Quality of the project's fast training against the notebook's own pipeline, same splits.
 
-Run from the repository root:
-    python bench/quality.py --data_dir=../shared/data/lastfm-2k [--seeds=1,2,3] [--num_epoch=10]
+Run from the repository root (`--help` lists the options; docs/results.md has the results):
+    python bench/quality.py --data_dir=lastfm-2k [--seeds=1,2,3] [--num_epoch=10]
 
-For each seed S, on the split `python ncf_lastfm.py --seed=S` makes (data.leave_one_out):
-  notebook   the notebook's model as it wrote it (bench/speed.py's notebook_model: Keras'
-             Embedding, Concatenate, Dense, dense Adam 1e-3), one (user, artist) pair per
-             sample, shuffled, from_tensor_slices(...).batch(1024), fresh negatives each epoch
+For each seed S, on the split `python ncf_lastfm.py --seed=S` makes (leave_one_out):
+  notebook   the notebook's model as it wrote it (notebook_model below: Keras' Embedding,
+             Concatenate, Dense, dense Adam 1e-3), one (user, artist) pair per sample,
+             shuffled, from_tensor_slices(...).batch(1024), fresh negatives each epoch
              (training.epoch_data, NEG_RATIO 4), scored with evaluate.hit_ratio_at_k.
   project    `python ncf_lastfm.py --data_dir=D --seed=S` with its defaults (lazy Adam, rows of a
              play and its negatives, pre-batched), run as a user runs it; read from metrics.json.
@@ -14,6 +14,8 @@ For each seed S, on the split `python ncf_lastfm.py --seed=S` makes (data.leave_
 Prints HR@10 and NDCG@10 per seed, their mean and [min, max], as a Markdown table, and then one
 JSON object with every number. Nothing here is tuned: the settings are the notebook's.
 """
+import argparse
+import glob
 import json
 import os
 import subprocess
@@ -24,27 +26,67 @@ import time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+from split import leave_one_out  # noqa: E402
 
 NEG_RATIO, BATCH_SIZE, TOP_K, NUM_EVAL_NEGATIVES = 4, 1024, 10, 99   # the notebook's
 
 
+def seed_list(text):
+    """argparse type of --seeds: "1,2,3" -> [1, 2, 3]."""
+    try:
+        seeds = [int(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas, "
+                                         "like 1,2,3") from None
+    if min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds are 0 or more")
+    return seeds
+
+
 def parse_args(argv):
-    settings = {"data_dir": "", "seeds": "1,2,3", "num_epoch": 10}
-    for argument in argv:
-        key, _, value = argument.lstrip("-").partition("=")
-        if key not in settings:
-            raise SystemExit(f"unknown option {argument!r}; usage: python bench/quality.py "
-                             "--data_dir=FOLDER [--seeds=1,2,3] [--num_epoch=10]")
-        settings[key] = type(settings[key])(value)
-    if not settings["data_dir"]:
-        raise SystemExit("--data_dir=FOLDER (the three LastFM CSVs) is required")
-    settings["seeds"] = [int(v) for v in settings["seeds"].split(",")]
-    return settings
+    parser = argparse.ArgumentParser(
+        prog="python bench/quality.py",
+        description="HR@10 and NDCG@10 of the notebook's pipeline and of the project's, on the "
+                    "same splits.")
+    parser.add_argument("--data_dir", required=True, metavar="FOLDER",
+                        help="a folder with the three LastFM CSVs; required, no default")
+    parser.add_argument("--seeds", type=seed_list, default="1,2,3",
+                        help="the seeds, one split and one run of each pipeline each "
+                             "(default: %(default)s)")
+    parser.add_argument("--num_epoch", type=int, default=10,
+                        help="epochs of every run (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8)):
+    """The notebook's model as it wrote it: Keras' Embedding, Concatenate, Dense layers and
+    Adam; one (user, artist) pair per sample. Layer names match models.build_model("mlp")."""
+    import keras
+    from keras import layers
+    user = keras.Input(shape=(), name="user", dtype="int32")
+    item = keras.Input(shape=(), name="item", dtype="int32")
+    hidden = layers.Concatenate()([layers.Embedding(num_users, embedding_dim,
+                                                    name="user_embedding")(user),
+                                   layers.Embedding(num_items, embedding_dim,
+                                                    name="item_embedding")(item)])
+    for number, units in enumerate(hidden_units, 1):
+        hidden = layers.Dense(units, activation="relu", name=f"hidden_{number}")(hidden)
+    output = layers.Dense(1, activation="sigmoid", name="prediction")(hidden)
+    model = keras.Model([user, item], output, name="notebook_mlp")
+    model.compile(keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def flat_samples(inputs, labels, rng):
+    """Rows of a play and its negatives -> the notebook's one pair per sample, shuffled as
+    its model.fit(shuffle=True) would (sampling.one_pair_per_row, items and labels flat)."""
+    import sampling
+    users, items, flat = sampling.one_pair_per_row(inputs["user"], inputs["item"], labels, rng)
+    return {"user": users, "item": items[:, 0]}, flat[:, 0]
 
 
 def notebook_run(plays, seed, num_epoch):
@@ -52,8 +94,7 @@ def notebook_run(plays, seed, num_epoch):
     import tensorflow as tf
     import evaluate
     import training
-    from speed import flat_samples, notebook_model
-    split = data.leave_one_out(plays, NUM_EVAL_NEGATIVES, seed)
+    split = leave_one_out(plays, NUM_EVAL_NEGATIVES, seed)
     training.seed_everything(seed)
     model = notebook_model(split.num_users, split.num_items)
     started = time.time()
@@ -81,7 +122,11 @@ def project_run(data_dir, seed, num_epoch, extra=()):
                         f"--data_dir={data_dir}", f"--seed={seed}", f"--num_epoch={num_epoch}",
                         f"--output_dir={folder}", "--quiet", *extra],
                        check=True, stdout=subprocess.DEVNULL)
-        with open(os.path.join(folder, "metrics.json")) as stream:
+        found = glob.glob(os.path.join(folder, "**", "metrics.json"), recursive=True)
+        if len(found) != 1:   # one run, one metrics.json, wherever the script puts it
+            raise SystemExit(f"error: ncf_lastfm.py wrote {len(found)} metrics.json files; "
+                             "expected one")
+        with open(found[0]) as stream:
             metrics = json.load(stream)
     return {"hit_ratio": metrics["hit_ratio"], "ndcg": metrics["ndcg"],
             "seconds": metrics["train_seconds"]}
@@ -91,26 +136,32 @@ def summary(values):
     return f"{np.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
-def main(argv):
-    import warnings
-    warnings.filterwarnings("ignore")
-    settings = parse_args(argv)
-    plays = data.load_folder(settings["data_dir"])
-    pipelines = {"notebook (Keras Adam, one pair per sample)": lambda s: notebook_run(
-                     plays, s, settings["num_epoch"]),
-                 "project --optimizer=adam": lambda s: project_run(
-                     settings["data_dir"], s, settings["num_epoch"], ["--optimizer=adam"]),
-                 "project defaults (lazy_adam)": lambda s: project_run(
-                     settings["data_dir"], s, settings["num_epoch"])}
+def run_all(pipelines, seeds):
+    """{name: [result of each seed]}, a line on stderr after each run."""
     results = {}
     for name, run in pipelines.items():
         results[name] = []
-        for seed in settings["seeds"]:
+        for seed in seeds:
             results[name].append(run(seed))
             r = results[name][-1]
             print(f"[quality] {name}, seed {seed}: HR@10 {r['hit_ratio']:.4f} NDCG@10 "
                   f"{r['ndcg']:.4f} ({r['seconds']:.1f} s training)", file=sys.stderr, flush=True)
-    seeds = " / ".join(str(s) for s in settings["seeds"])
+    return results
+
+
+def main(argv):
+    import warnings
+    warnings.filterwarnings("ignore")
+    args = parse_args(argv)
+    plays = data.load_folder(args.data_dir)
+    pipelines = {"notebook (Keras Adam, one pair per sample)": lambda s: notebook_run(
+                     plays, s, args.num_epoch),
+                 "project --optimizer=adam": lambda s: project_run(
+                     args.data_dir, s, args.num_epoch, ["--optimizer=adam"]),
+                 "project defaults (lazy_adam)": lambda s: project_run(
+                     args.data_dir, s, args.num_epoch)}
+    results = run_all(pipelines, args.seeds)
+    seeds = " / ".join(str(s) for s in args.seeds)
     print(f"| pipeline | HR@10 seeds {seeds} | mean [min, max] | NDCG@10 seeds {seeds} "
           "| mean [min, max] | training s |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -119,8 +170,8 @@ def main(argv):
         print(f"| {name} | {' / '.join(f'{v:.3f}' for v in hits)} | {summary(hits)} "
               f"| {' / '.join(f'{v:.3f}' for v in ndcgs)} | {summary(ndcgs)} "
               f"| {' / '.join(str(round(r['seconds'])) for r in runs)} |")
-    print(json.dumps({"data_dir": settings["data_dir"], "seeds": settings["seeds"],
-                      "num_epoch": settings["num_epoch"], "results": results}))
+    print(json.dumps({"data_dir": args.data_dir, "seeds": args.seeds,
+                      "num_epoch": args.num_epoch, "results": results}))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Speed of the project's pipeline against the notebook-faithful one, measured in one run.
 
 Run from the repository root:   python bench/speed.py [--scale=1.0] [--seed=0]
+(`--help` lists the options; docs/results.md has the results.)
 
 Data: the synthetic LastFM-like set of `data.load("synthetic", scale, seed)` (at scale 1.0:
 358,868 users, 160,112 artists, 17.3M plays), written by a child process as the three CSV files
 into a temporary folder (so that generating it counts neither in the timings nor in this
 process' peak memory), read back with `data.load_folder` twice (CSV, then the .npz cache),
-split with `data.leave_one_out(plays, 99, seed)`. The folder is deleted at the end.
+split with `leave_one_out(plays, 99, seed)`. The folder is deleted at the end.
 
 Measured (each row of the table says how: timed in full, or a slice timed and extrapolated):
   load_seconds / cached_load_seconds  data.load_folder, first call (parse + cache) and second
@@ -24,6 +25,7 @@ Measured (each row of the table says how: timed in full, or a slice timed and ex
   peak_rss_mb                         resource.getrusage(RUSAGE_SELF).ru_maxrss of this process
 The last line of output is one JSON object with every number.
 """
+import argparse
 import json
 import os
 import resource
@@ -40,13 +42,15 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402  (pandas and NumPy only: TensorFlow is imported in main())
+import data  # noqa: E402  (pandas and NumPy only: the stages that need TensorFlow import it)
+import kernels  # noqa: E402
+from split import leave_one_out  # noqa: E402
 
 FULL_SIZES = (358_868, 160_112, 17_302_623)   # users, artists, plays at scale 1.0
-NEG_RATIO = 4                                # ncf_lastfm.NEG_RATIO
+NEG_RATIO = 4                                # the notebook's, the script's default
 NUM_EVAL_NEGATIVES = 99
 TOP_K = 10
-PROJECT_BATCH = 1024                         # ncf_lastfm.BATCH_SIZE
+PROJECT_BATCH = 1024                         # the notebook's, the script's default
 # batch size -> (warm-up steps, timed steps); both cut to what one epoch holds
 TRAIN_PLAN = {1024: (20, 2400), 8192: (10, 450), 65536: (4, 120), 131072: (4, 60)}
 NAIVE_PLAN = (20, 240)                       # batch 1024 (the notebook's), Keras' dense Adam
@@ -120,7 +124,7 @@ def _digits(values):
 
 def write_int_csv(path, columns, chunk=2_000_000):
     """A CSV of integer columns, byte for byte what `DataFrame.to_csv(index=False)` writes, but
-    vectorised (pandas' writer takes about 35 s for the 17.3M plays)."""
+    vectorised: pandas' writer, one row at a time, would take most of the child's time."""
     names = list(columns)
     size = len(columns[names[0]])
     with open(path, "wb") as stream:
@@ -156,15 +160,23 @@ def write_csvs(folder, scale, seed):
 # The measurements
 
 def parse_args(argv):
-    settings = {"scale": 1.0, "seed": 0, "write_csv": ""}
-    for argument in argv:
-        key, _, value = argument.lstrip("-").partition("=")
-        key = key.replace("-", "_")
-        if key not in settings:
-            raise SystemExit(f"unknown option {argument!r}; usage: python bench/speed.py "
-                             "[--scale=1.0] [--seed=0]")
-        settings[key] = type(settings[key])(value)
-    return settings
+    parser = argparse.ArgumentParser(
+        prog="python bench/speed.py",
+        description="Speed of the project's pipeline against the notebook's, on synthetic data "
+                    "the size of the notebook's 360K files.")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="size of the synthetic data; 1.0 = 358,868 users, 160,112 artists, "
+                             "17.3M plays (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data, the split, the negatives and the weights "
+                             "(default: %(default)s)")
+    parser.add_argument("--write_csv", default="", metavar="FOLDER",
+                        help="for the script's own child process: write the CSVs into FOLDER, "
+                             "print their figures and exit (default: %(default)r, measure)")
+    args = parser.parse_args(argv)
+    if not args.scale > 0:
+        parser.error(f"--scale={args.scale}: give a number above 0")
+    return args
 
 
 def slice_of(inputs, labels, start, stop):
@@ -173,8 +185,8 @@ def slice_of(inputs, labels, start, stop):
 
 def time_fit(model, dataset_for, warm_steps, timed_steps, samples_per_step, label):
     """A warm-up fit (tracing), then WINDOWS timed fits of timed_steps // WINDOWS steps each,
-    back to back -> the median window's rate (this machine is shared: one window can lose a
-    core to another process), with every window's rate."""
+    back to back -> the median window's rate (on a shared machine one window can lose a core
+    to another process), with every window's rate."""
     model.fit(dataset_for(0, warm_steps), verbose=0)
     per_window = max(1, timed_steps // WINDOWS)
     windows = []
@@ -281,189 +293,253 @@ def naive_evaluation(model, split, users):
     return np.array(ranks)
 
 
-def main(argv):
-    settings = parse_args(argv)
-    scale, seed = settings["scale"], settings["seed"]
-    from ncf_lastfm import environment_error
-    if error := environment_error():
-        sys.exit(f"error: {error}")
-    if settings["write_csv"]:   # the child process
-        print(json.dumps(write_csvs(settings["write_csv"], scale, seed)))
-        return
-    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    warnings.filterwarnings("ignore", message=".*PyDataset.*")
-    run_started = time.perf_counter()
-    run_phase = Phase("run").__enter__()
-    load_average = os.getloadavg()
-    rows, result = [], {"scale": scale, "seed": seed, "cpu_count": os.cpu_count()}
+class Report:
+    """The table's rows (what, value, unit, how, phase) and the JSON result, filled stage by
+    stage."""
 
-    def row(what, value, unit, how, phase=None):
-        rows.append((what, value, unit, how, phase))
+    def __init__(self, **result):
+        self.rows, self.result = [], result
 
-    folder = tempfile.mkdtemp(prefix="ncf-speed-")
-    try:
-        # 1. The CSVs, made by a child process; then load_folder twice.
-        log(f"[speed] writing the synthetic CSVs at scale {scale:g} into {folder} ...")
-        with Phase("csv") as phase:
-            child = subprocess.run([sys.executable, os.path.abspath(__file__),
-                                    f"--scale={scale}", f"--seed={seed}",
-                                    f"--write_csv={folder}"],
-                                   check=True, stdout=subprocess.PIPE, text=True)
-        made = json.loads(child.stdout.strip().splitlines()[-1])
-        result.update(generate_seconds=round(made["generate_seconds"], 2),
-                      write_csv_seconds=round(made["write_csv_seconds"], 2),
-                      csv_mb=round(made["csv_mb"], 1),
-                      child_peak_rss_mb=round(made["child_peak_rss_mb"], 1))
-        log(f"[speed] data made in {phase.seconds:.1f} s; loading ...")
-        with Phase("load") as load:
-            first = data.load_folder(folder)
-        with Phase("cached load") as cached_load:
-            plays = data.load_folder(folder)
-        if not (np.array_equal(first.user_ids, plays.user_ids)
-                and np.array_equal(first.artist_ids, plays.artist_ids)
-                and np.array_equal(first.play_counts, plays.play_counts)):
-            raise SystemExit("the cached load differs from the CSV load")
-        del first
-        result.update(users=plays.num_users, artists=plays.num_artists,
-                      pairs=int(len(plays.user_ids)),
-                      load_seconds=round(load.seconds, 3),
-                      cached_load_seconds=round(cached_load.seconds, 3))
-        row("load: data.load_folder, 1st call (read CSV, check, merge, write .npz)",
-            load.seconds, "s", f"timed in full; {made['csv_mb']:.0f} MB of CSV, files in the OS "
-            "page cache (just written)", load)
-        row("load: data.load_folder, 2nd call (read .npz cache)", cached_load.seconds, "s",
-            "timed in full", cached_load)
+    def row(self, what, value, unit, how, phase=None):
+        self.rows.append((what, value, unit, how, phase))
 
-        # 2. Split.
-        log(f"[speed] {plays.num_users:,} users, {plays.num_artists:,} artists, "
-            f"{len(plays.user_ids):,} pairs; splitting ...")
-        with Phase("split") as phase:
-            split = data.leave_one_out(plays, NUM_EVAL_NEGATIVES, seed)
-        del plays
-        result["split_seconds"] = round(phase.seconds, 3)
-        row("split: data.leave_one_out(plays, 99, seed)", phase.seconds, "s", "timed in full",
-            phase)
 
-        # 3. One epoch's data: negative sampling + shuffle.
-        log("[speed] importing TensorFlow; sampling one epoch ...")
-        import keras  # noqa: F401  (imported here so the child process never loads it)
-        import tensorflow as tf  # noqa: F401
-        import evaluate
-        import models
-        import training
-        with Phase("sampling") as sampling_phase:
-            inputs, labels = training.epoch_data("mlp", split, NEG_RATIO, seed, 0)
-        epoch_samples = int(labels.size)
-        result.update(sampling_seconds=round(sampling_phase.seconds, 3),
-                      epoch_samples=epoch_samples, train_pairs=int(len(split.train_users)))
-        row(f"sampling: training.epoch_data, one epoch ({epoch_samples:,} samples)",
-            sampling_phase.seconds, "s", "timed in full", sampling_phase)
+def make_csvs(folder, scale, seed, report):
+    """The CSVs, made by a child process (so that generating them counts neither in the timings
+    nor in this process' peak memory) -> its figures."""
+    log(f"[speed] writing the synthetic CSVs at scale {scale:g} into {folder} ...")
+    with Phase("csv") as phase:
+        child = subprocess.run([sys.executable, os.path.abspath(__file__),
+                                f"--scale={scale}", f"--seed={seed}",
+                                f"--write_csv={folder}"],
+                               check=True, stdout=subprocess.PIPE, text=True)
+    made = json.loads(child.stdout.strip().splitlines()[-1])
+    report.result.update(generate_seconds=round(made["generate_seconds"], 2),
+                         write_csv_seconds=round(made["write_csv_seconds"], 2),
+                         csv_mb=round(made["csv_mb"], 1),
+                         child_peak_rss_mb=round(made["child_peak_rss_mb"], 1))
+    log(f"[speed] data made in {phase.seconds:.1f} s; loading ...")
+    return made
 
-        # 4. The project's training path at several batch sizes.
-        measured, eval_model = {}, None
-        for batch_size, (warm_steps, timed_steps) in TRAIN_PLAN.items():
-            log(f"[speed] project training, batch {batch_size} ...")
-            measured[batch_size], model = time_project_training(
-                split, inputs, labels, batch_size, warm_steps, timed_steps, seed)
-            m = measured[batch_size]
-            log(f"[speed]   {m['samples_per_s']:,.0f} samples/s ({m['ms_per_step']:.1f} ms/step)")
-            if batch_size == PROJECT_BATCH:
-                eval_model = model
-            del model
-            result[f"train_samples_per_s_{batch_size}"] = round(m["samples_per_s"])
-            row(f"train: lazy_adam + batched_dataset, batch {batch_size}", m["samples_per_s"],
-                "samples/s", f"median of {WINDOWS} windows ({m['steps']} steps, "
-                f"{m['samples']:,} samples) after a warm-up fit; windows "
-                f"{'/'.join(f'{r / 1e3:,.0f}K' for r in m['window_samples_per_s'])}", m["phase"])
-        best = max(measured, key=lambda b: measured[b]["samples_per_s"])
-        train_rate = measured[best]["samples_per_s"]
-        epoch_seconds = sampling_phase.seconds + epoch_samples / train_rate
-        epoch_at_project = (sampling_phase.seconds
-                            + epoch_samples / measured[PROJECT_BATCH]["samples_per_s"])
-        result.update(batch_size=best, train_samples_per_s=round(train_rate),
-                      epoch_seconds=round(epoch_seconds, 1),
-                      epoch_seconds_at_1024=round(epoch_at_project, 1))
-        row(f"epoch: sampling + {epoch_samples:,} samples at batch {best}", epoch_seconds, "s",
-            "computed: sampling_seconds + epoch_samples / train_samples_per_s")
-        row(f"epoch: the same at batch {PROJECT_BATCH} (the project's default)",
-            epoch_at_project, "s", "computed the same way")
 
-        # 5. The notebook's training.
-        log("[speed] naive training (Keras Adam, from_tensor_slices.batch(1024)) ...")
-        naive = time_naive_training(split, inputs, labels, seed)
-        del inputs, labels
-        result.update(naive_train_samples_per_s=round(naive["samples_per_s"]),
-                      train_speedup=round(train_rate / naive["samples_per_s"], 1),
-                      train_speedup_at_1024=round(
-                          measured[PROJECT_BATCH]["samples_per_s"] / naive["samples_per_s"], 1),
-                      naive_epoch_seconds=round(epoch_samples / naive["samples_per_s"], 1))
-        row("train (naive): Adam + from_tensor_slices(...).batch(1024)", naive["samples_per_s"],
-            "samples/s", f"median of {WINDOWS} windows ({naive['steps']} steps, "
-            f"{naive['samples']:,} samples) after a warm-up fit; windows "
-            f"{'/'.join(f'{r / 1e3:,.1f}K' for r in naive['window_samples_per_s'])}",
-            naive["phase"])
-        row("naive epoch (training only)", epoch_samples / naive["samples_per_s"], "s",
-            "computed: epoch_samples / naive_train_samples_per_s")
+def load_twice(folder, made, report):
+    """data.load_folder twice: the CSVs (parsed, checked, cached), then the cache -> plays."""
+    with Phase("load") as load:
+        first = data.load_folder(folder)
+    with Phase("cached load") as cached_load:
+        plays = data.load_folder(folder)
+    if not (np.array_equal(first.user_ids, plays.user_ids)
+            and np.array_equal(first.artist_ids, plays.artist_ids)
+            and np.array_equal(first.play_counts, plays.play_counts)):
+        raise SystemExit("the cached load differs from the CSV load")
+    report.result.update(users=plays.num_users, artists=plays.num_artists,
+                         pairs=int(len(plays.user_ids)),
+                         load_seconds=round(load.seconds, 3),
+                         cached_load_seconds=round(cached_load.seconds, 3))
+    report.row("load: data.load_folder, 1st call (read CSV, check, merge, write .npz)",
+               load.seconds, "s", f"timed in full; {made['csv_mb']:.0f} MB of CSV, files in the "
+               "OS page cache (just written)", load)
+    report.row("load: data.load_folder, 2nd call (read .npz cache)", cached_load.seconds, "s",
+               "timed in full", cached_load)
+    return plays
 
-        # 6. The project's evaluation: every test user, 1 + 99 candidates.
-        num_test = len(split.test_users)
-        log(f"[speed] project evaluation over {num_test:,} users ...")
-        with Phase("eval") as eval_phase:
-            scorer = models.make_scorer(eval_model)
-            metrics = evaluate.hit_ratio_at_k(scorer, split.test_users, split.test_items,
-                                              split.test_negatives, TOP_K)
-        pairs = num_test * (1 + NUM_EVAL_NEGATIVES)
-        eval_rate = pairs / eval_phase.seconds
-        result.update(eval_users=num_test, eval_seconds=round(eval_phase.seconds, 3),
-                      eval_pairs_per_s=round(eval_rate),
-                      hit_ratio=round(metrics["hit_ratio"], 4))
-        row(f"eval: make_scorer + hit_ratio_at_k, {num_test:,} users x 100", eval_rate,
-            "pairs/s", f"timed in full ({eval_phase.seconds:.1f} s, make_scorer included)",
-            eval_phase)
 
-        # 7. The notebook's evaluation: two predict calls per user.
-        warm_users, timed_users = NAIVE_EVAL_USERS
-        timed_users = min(timed_users, max(1, num_test - warm_users))
-        log(f"[speed] naive evaluation on {timed_users} users ...")
-        faithful = notebook_model(split.num_users, split.num_items)   # with eval_model's weights
-        for layer in faithful.layers:
-            if layer.weights:
-                layer.set_weights(eval_model.get_layer(layer.name).get_weights())
-        naive_evaluation(faithful, split, range(warm_users))
-        chosen = np.arange(warm_users, warm_users + timed_users)
-        with Phase("naive eval") as naive_eval:
-            naive_ranks = naive_evaluation(faithful, split, chosen)
-        naive_eval_rate = timed_users * (1 + NUM_EVAL_NEGATIVES) / naive_eval.seconds
-        agree = int((metrics["ranks"][chosen] == naive_ranks).sum())
-        result.update(naive_eval_pairs_per_s=round(naive_eval_rate, 1),
-                      eval_speedup=round(eval_rate / naive_eval_rate, 1),
-                      naive_eval_seconds_all_users=round(pairs / naive_eval_rate),
-                      naive_eval_ranks_agree=f"{agree}/{timed_users}")
-        row(f"eval (naive): 2 x model.predict per user, {timed_users} users", naive_eval_rate,
-            "pairs/s", f"timed after {warm_users} warm-up users; extrapolated (ranks agree with "
-            f"the scorer's for {agree}/{timed_users})", naive_eval)
-        row(f"naive eval of all {num_test:,} users", pairs / naive_eval_rate, "s",
-            "computed: users x 100 / naive_eval_pairs_per_s")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def split_plays(plays, seed, report):
+    log(f"[speed] {plays.num_users:,} users, {plays.num_artists:,} artists, "
+        f"{len(plays.user_ids):,} pairs; splitting ...")
+    with Phase("split") as phase:
+        split = leave_one_out(plays, NUM_EVAL_NEGATIVES, seed)
+    report.result["split_seconds"] = round(phase.seconds, 3)
+    report.row("split: leave_one_out(plays, 99, seed)", phase.seconds, "s", "timed in full",
+               phase)
+    return split
 
+
+def sample_epoch(split, seed, report):
+    """One epoch's data: negative sampling + shuffle -> (inputs, labels, phase)."""
+    log("[speed] importing TensorFlow; sampling one epoch ...")
+    import keras  # noqa: F401  (imported here so the child process never loads it)
+    import tensorflow as tf  # noqa: F401
+    import training
+    with Phase("sampling") as phase:
+        inputs, labels = training.epoch_data("mlp", split, NEG_RATIO, seed, 0)
+    epoch_samples = int(labels.size)
+    report.result.update(sampling_seconds=round(phase.seconds, 3),
+                         epoch_samples=epoch_samples, train_pairs=int(len(split.train_users)))
+    report.row(f"sampling: training.epoch_data, one epoch ({epoch_samples:,} samples)",
+               phase.seconds, "s", "timed in full", phase)
+    return inputs, labels, phase
+
+
+def project_training(split, inputs, labels, seed, report):
+    """The project's training path at each batch size of TRAIN_PLAN -> ({batch size: figures},
+    the model trained at PROJECT_BATCH)."""
+    measured, eval_model = {}, None
+    for batch_size, (warm_steps, timed_steps) in TRAIN_PLAN.items():
+        log(f"[speed] project training, batch {batch_size} ...")
+        measured[batch_size], model = time_project_training(
+            split, inputs, labels, batch_size, warm_steps, timed_steps, seed)
+        m = measured[batch_size]
+        log(f"[speed]   {m['samples_per_s']:,.0f} samples/s ({m['ms_per_step']:.1f} ms/step)")
+        if batch_size == PROJECT_BATCH:
+            eval_model = model
+        del model
+        report.result[f"train_samples_per_s_{batch_size}"] = round(m["samples_per_s"])
+        report.row(f"train: lazy_adam + batched_dataset, batch {batch_size}", m["samples_per_s"],
+                   "samples/s", f"median of {WINDOWS} windows ({m['steps']} steps, "
+                   f"{m['samples']:,} samples) after a warm-up fit; windows "
+                   f"{'/'.join(f'{r / 1e3:,.0f}K' for r in m['window_samples_per_s'])}",
+                   m["phase"])
+    return measured, eval_model
+
+
+def epoch_time(measured, sampling_phase, epoch_samples, report):
+    """An epoch's time, sampling + training, at the best batch size and at PROJECT_BATCH ->
+    the best batch size's samples/s."""
+    best = max(measured, key=lambda b: measured[b]["samples_per_s"])
+    train_rate = measured[best]["samples_per_s"]
+    epoch_seconds = sampling_phase.seconds + epoch_samples / train_rate
+    epoch_at_project = (sampling_phase.seconds
+                        + epoch_samples / measured[PROJECT_BATCH]["samples_per_s"])
+    report.result.update(batch_size=best, train_samples_per_s=round(train_rate),
+                         epoch_seconds=round(epoch_seconds, 1),
+                         epoch_seconds_at_1024=round(epoch_at_project, 1))
+    report.row(f"epoch: sampling + {epoch_samples:,} samples at batch {best}", epoch_seconds,
+               "s", "computed: sampling_seconds + epoch_samples / train_samples_per_s")
+    report.row(f"epoch: the same at batch {PROJECT_BATCH} (the project's default)",
+               epoch_at_project, "s", "computed the same way")
+    return train_rate
+
+
+def notebook_training(split, inputs, labels, seed, measured, train_rate, report):
+    log("[speed] naive training (Keras Adam, from_tensor_slices.batch(1024)) ...")
+    naive = time_naive_training(split, inputs, labels, seed)
+    epoch_samples = int(labels.size)
+    report.result.update(
+        naive_train_samples_per_s=round(naive["samples_per_s"]),
+        train_speedup=round(train_rate / naive["samples_per_s"], 1),
+        train_speedup_at_1024=round(
+            measured[PROJECT_BATCH]["samples_per_s"] / naive["samples_per_s"], 1),
+        naive_epoch_seconds=round(epoch_samples / naive["samples_per_s"], 1))
+    report.row("train (naive): Adam + from_tensor_slices(...).batch(1024)",
+               naive["samples_per_s"], "samples/s", f"median of {WINDOWS} windows "
+               f"({naive['steps']} steps, {naive['samples']:,} samples) after a warm-up fit; "
+               f"windows {'/'.join(f'{r / 1e3:,.1f}K' for r in naive['window_samples_per_s'])}",
+               naive["phase"])
+    report.row("naive epoch (training only)", epoch_samples / naive["samples_per_s"], "s",
+               "computed: epoch_samples / naive_train_samples_per_s")
+
+
+def project_evaluation(eval_model, split, report):
+    """Every test user, 1 + 99 candidates -> (ranks, pairs/s)."""
+    import evaluate
+    import models
+    num_test = len(split.test_users)
+    log(f"[speed] project evaluation over {num_test:,} users ...")
+    with Phase("eval") as phase:
+        scorer = models.make_scorer(eval_model)
+        metrics = evaluate.hit_ratio_at_k(scorer, split.test_users, split.test_items,
+                                          split.test_negatives, TOP_K)
+    pairs = num_test * (1 + NUM_EVAL_NEGATIVES)
+    eval_rate = pairs / phase.seconds
+    report.result.update(eval_users=num_test, eval_seconds=round(phase.seconds, 3),
+                         eval_pairs_per_s=round(eval_rate),
+                         hit_ratio=round(metrics["hit_ratio"], 4))
+    report.row(f"eval: make_scorer + hit_ratio_at_k, {num_test:,} users x 100", eval_rate,
+               "pairs/s", f"timed in full ({phase.seconds:.1f} s, make_scorer included)", phase)
+    return metrics["ranks"], eval_rate
+
+
+def notebook_evaluation(eval_model, split, ranks, eval_rate, report):
+    """Two predict calls per user, on the notebook's model holding eval_model's weights, timed
+    on a few users and extrapolated; their ranks checked against the project's."""
+    num_test = len(split.test_users)
+    pairs = num_test * (1 + NUM_EVAL_NEGATIVES)
+    warm_users, timed_users = NAIVE_EVAL_USERS
+    timed_users = min(timed_users, max(1, num_test - warm_users))
+    log(f"[speed] naive evaluation on {timed_users} users ...")
+    faithful = notebook_model(split.num_users, split.num_items)
+    for layer in faithful.layers:
+        if layer.weights:
+            layer.set_weights(eval_model.get_layer(layer.name).get_weights())
+    naive_evaluation(faithful, split, range(warm_users))
+    chosen = np.arange(warm_users, warm_users + timed_users)
+    with Phase("naive eval") as phase:
+        naive_ranks = naive_evaluation(faithful, split, chosen)
+    naive_eval_rate = timed_users * (1 + NUM_EVAL_NEGATIVES) / phase.seconds
+    agree = int((ranks[chosen] == naive_ranks).sum())
+    report.result.update(naive_eval_pairs_per_s=round(naive_eval_rate, 1),
+                         eval_speedup=round(eval_rate / naive_eval_rate, 1),
+                         naive_eval_seconds_all_users=round(pairs / naive_eval_rate),
+                         naive_eval_ranks_agree=f"{agree}/{timed_users}")
+    report.row(f"eval (naive): 2 x model.predict per user, {timed_users} users", naive_eval_rate,
+               "pairs/s", f"timed after {warm_users} warm-up users; extrapolated (ranks agree "
+               f"with the scorer's for {agree}/{timed_users})", phase)
+    report.row(f"naive eval of all {num_test:,} users", pairs / naive_eval_rate, "s",
+               "computed: users x 100 / naive_eval_pairs_per_s")
+
+
+def measure(folder, scale, seed, report):
+    """Every stage, in order, on data made in `folder` -> the child's figures."""
+    made = make_csvs(folder, scale, seed, report)
+    plays = load_twice(folder, made, report)
+    split = split_plays(plays, seed, report)
+    del plays
+    inputs, labels, sampling_phase = sample_epoch(split, seed, report)
+    measured, eval_model = project_training(split, inputs, labels, seed, report)
+    train_rate = epoch_time(measured, sampling_phase, int(labels.size), report)
+    notebook_training(split, inputs, labels, seed, measured, train_rate, report)
+    del inputs, labels
+    ranks, eval_rate = project_evaluation(eval_model, split, report)
+    notebook_evaluation(eval_model, split, ranks, eval_rate, report)
+    return made
+
+
+def finish(report, made, run_phase, run_started, load_average):
+    """Peak memory, the machine's load, the versions and the targets, into the result."""
+    import keras
+    import tensorflow as tf
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     run_phase.__exit__(None, None, None)
-    result.update(peak_rss_mb=round(peak, 1), wall_seconds=round(time.perf_counter() - run_started, 1),
+    result = report.result
+    result.update(peak_rss_mb=round(peak, 1),
+                  wall_seconds=round(time.perf_counter() - run_started, 1),
                   others_cpu_share=round(run_phase.others_share, 3),
                   load_average_at_start=[round(v, 2) for v in load_average],
                   load_average_at_end=[round(v, 2) for v in os.getloadavg()],
                   tensorflow=tf.__version__, keras=keras.__version__)
-    row("peak RSS of this process (ru_maxrss)", peak, "MB",
-        f"CSV generation ran in a child process (its peak: {made['child_peak_rss_mb']:,.0f} MB)")
+    report.row("peak RSS of this process (ru_maxrss)", peak, "MB",
+               f"CSV generation ran in a child process (its peak: "
+               f"{made['child_peak_rss_mb']:,.0f} MB)")
     for key, target, better in (("train_samples_per_s", 1.45e6, "high"),
                                 ("eval_pairs_per_s", 3.6e6, "high"),
                                 ("train_speedup", 100, "high"), ("eval_speedup", 1000, "high"),
                                 ("peak_rss_mb", 6144, "low")):
         result.setdefault("targets_met", {})[key] = bool(
             result[key] >= target if better == "high" else result[key] < target)
-    print_table(rows, result, run_phase)
-    print(json.dumps(result), flush=True)
+
+
+def main(argv):
+    args = parse_args(argv)
+    if error := kernels.environment_error():
+        sys.exit(f"error: {error}")
+    if args.write_csv:   # the child process
+        print(json.dumps(write_csvs(args.write_csv, args.scale, args.seed)))
+        return
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    warnings.filterwarnings("ignore", message=".*PyDataset.*")
+    run_started = time.perf_counter()
+    run_phase = Phase("run").__enter__()
+    load_average = os.getloadavg()
+    report = Report(scale=args.scale, seed=args.seed, cpu_count=os.cpu_count())
+    folder = tempfile.mkdtemp(prefix="ncf-speed-")
+    try:
+        made = measure(folder, args.scale, args.seed, report)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    finish(report, made, run_phase, run_started, load_average)
+    print_table(report.rows, report.result, run_phase)
+    print(json.dumps(report.result), flush=True)
 
 
 def _format(value, unit):

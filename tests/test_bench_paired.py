@@ -1,12 +1,58 @@
-"""bench/paired.py: the classic methods it rebuilds, and the paired difference it reports."""
+"""bench/paired.py: the classic methods it rebuilds, and the paired difference it reports;
+bench/quality.py's command line (its runs take minutes, so they run as a benchmark)."""
+import ast
 import os
+import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "bench"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 import paired  # noqa: E402
+import quality  # noqa: E402
+from split import leave_one_out, write_ncf_split  # noqa: E402
+
+NEVER_IMPORTED = {"ncf_lastfm", "classic", "movielens", "paired", "quality", "speed", "step_time"}
+
+
+def help_of(script):
+    """`python bench/SCRIPT --help`'s options -> {"--name": its help on one line}, once the
+    script is found to import neither another bench script nor ncf_lastfm, and to read no
+    environment variable."""
+    path = os.path.join(ROOT, "bench", script)
+    with open(path, encoding="utf-8") as stream:
+        source = stream.read()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & NEVER_IMPORTED
+    assert "environ.get" not in source and "getenv" not in source
+    process = subprocess.run([sys.executable, path, "--help"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert "/tmp" not in process.stdout and "../" not in process.stdout
+    options = {}
+    for line in process.stdout.partition("\noptions:\n")[2].splitlines():
+        if line.startswith("  -"):
+            name = line.split()[0].rstrip(",")
+            options[name] = line
+        elif line.startswith("   ") and options:
+            options[name] += line
+    return {name: " ".join(text.split()) for name, text in options.items()}
+
+
+def saved_model(folder, split, num_users=None):
+    """A GMF built for `split` (or for `num_users` users), saved -> its path."""
+    import models
+    model = models.build_model("gmf", num_users or split.num_users, split.num_items, 8)
+    path = os.path.join(folder, f"gmf-{num_users or split.num_users}.keras")
+    model.save(path)
+    return model, path
 
 
 def random_plays(seed=3, users=12, items=9):
@@ -52,42 +98,81 @@ def test_paired_difference_counts_each_side_and_brackets_the_mean():
     assert same["hr_diff"] == (0.0, 0.0, 0.0) and same["ndcg_diff"] == (0.0, 0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_main_scores_a_saved_model_on_the_split_it_reads(tmp_path, capsys):
     import data
     import evaluate
     import models
     plays = data.frames_to_plays(*data.make_planted(60, 40, 900, seed=2))
-    split = data.leave_one_out(plays, 20, seed=1)
+    split = leave_one_out(plays, 20, seed=1)
     prefix = str(tmp_path / "split")
-    data.write_ncf_split(split, prefix)
-    model = models.build_model("gmf", split.num_users, split.num_items, 8)
-    path = str(tmp_path / "gmf.keras")
-    model.save(path)
+    write_ncf_split(split, prefix)
+    model, path = saved_model(tmp_path, split)
     paired.main([f"--split={prefix}", f"--load={path}", "--resamples=200"])
     out = capsys.readouterr().out
     expected = evaluate.hit_ratio_at_k(models.make_scorer(model), split.test_users,
                                        split.test_items, split.test_negatives, 10)
     assert f"HR@10 {expected['hit_ratio']:.4f}, NDCG@10 {expected['ndcg']:.4f}" in out
     assert "| item kNN |" in out and "| EASE(l=500) |" in out
+    paired.main([f"--split={prefix}", f"--load={path}", "--resamples=200", "--ease=False"])
+    out = capsys.readouterr().out
+    assert "| item kNN |" in out and "EASE" not in out
+    with pytest.raises(SystemExit, match=r"--weights=.*none\.h5: file not found"):
+        paired.main([f"--split={prefix}", f"--load={path}", f"--weights={tmp_path / 'none.h5'}"])
+    _, other = saved_model(tmp_path, split, num_users=split.num_users + 1)
+    with pytest.raises(SystemExit, match=f"the model has {split.num_users + 1} users"):
+        paired.main([f"--split={prefix}", f"--load={other}"])
 
 
-def test_bad_paths_are_one_line_errors(tmp_path):
-    import pytest
+def test_bad_paths_and_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit, match="file not found"):
         paired.main([f"--split={tmp_path / 'none'}", "--load=x.keras"])
-    with pytest.raises(SystemExit, match="unknown option"):
-        paired.main(["--bogus=1"])
+    for arguments, message in ((["--split=s", "--load=m", "--bogus=1"],
+                                "unrecognized arguments: --bogus=1"),
+                               (["--split=s"], "the following arguments are required: --load"),
+                               (["--split=s", "--load=m", "--ease=maybe"], "give True or False"),
+                               (["--split=s", "--load=m", "--resamples=0"], "give 1 or more")):
+        with pytest.raises(SystemExit) as exit_:
+            paired.main(arguments)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_paired_help_lists_every_option_with_its_default():
+    options = help_of("paired.py")
+    assert set(options) == {"-h", "--split", "--load", "--weights", "--resamples", "--ease",
+                            "--seed"}
+    assert "required" in options["--split"] and "required" in options["--load"]
+    for option, default in (("--weights", "''"), ("--resamples", "10000"), ("--ease", "True"),
+                            ("--seed", "0")):
+        assert f"(default: {default}" in options[option], option
+
+
+def test_quality_help_lists_every_option_with_its_default():
+    options = help_of("quality.py")
+    assert set(options) == {"-h", "--data_dir", "--seeds", "--num_epoch"}
+    assert "required, no default" in options["--data_dir"]
+    assert "(default: 1,2,3)" in options["--seeds"]
+    assert "(default: 10)" in options["--num_epoch"]
+
+
+def test_quality_needs_a_data_folder_and_reads_its_seeds(capsys):
+    assert quality.parse_args(["--data_dir=d", "--seeds=4,5"]).seeds == [4, 5]
+    assert quality.parse_args(["--data_dir=d"]).seeds == [1, 2, 3]
+    for arguments, message in (([], "the following arguments are required: --data_dir"),
+                               (["--data_dir=d", "--seeds=1,x"], "give integers separated")):
+        with pytest.raises(SystemExit) as exit_:
+            quality.parse_args(arguments)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_a_late_error_is_one_line_without_tensorflows_start_up_notes(tmp_path):
-    import subprocess
     import data
     plays = data.frames_to_plays(*data.make_planted(60, 40, 900, seed=2))
     prefix = str(tmp_path / "split")
-    data.write_ncf_split(data.leave_one_out(plays, 20, seed=1), prefix)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    write_ncf_split(leave_one_out(plays, 20, seed=1), prefix)
     process = subprocess.run([sys.executable, "bench/paired.py", f"--split={prefix}",
-                              f"--load={tmp_path / 'none.keras'}"], cwd=root,
+                              f"--load={tmp_path / 'none.keras'}"], cwd=ROOT,
                              capture_output=True, text=True)
     assert process.returncode == 1
     assert process.stderr.splitlines() == [f"--load={tmp_path / 'none.keras'}: file not found; "

@@ -1,15 +1,83 @@
-"""bench/step_time.py: seconds a training step at a synthetic scale, and the epoch they imply."""
+"""bench/step_time.py: seconds a training step at a synthetic scale, and the epoch they imply;
+bench/speed.py's command line (its measurements take minutes, so they run as a benchmark)."""
+import ast
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "bench"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 import step_time  # noqa: E402
 
+NEVER_IMPORTED = {"ncf_lastfm", "classic", "movielens", "paired", "quality", "speed", "step_time"}
 
+
+def help_of(script):
+    """`python bench/SCRIPT --help`'s options -> {"--name": its help on one line}, once the
+    script is found to import neither another bench script nor ncf_lastfm, and to read no
+    environment variable."""
+    path = os.path.join(ROOT, "bench", script)
+    with open(path, encoding="utf-8") as stream:
+        source = stream.read()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & NEVER_IMPORTED
+    assert "environ.get" not in source and "getenv" not in source
+    process = subprocess.run([sys.executable, path, "--help"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert "/tmp" not in process.stdout and "../" not in process.stdout
+    options = {}
+    for line in process.stdout.partition("\noptions:\n")[2].splitlines():
+        if line.startswith("  -"):
+            name = line.split()[0].rstrip(",")
+            options[name] = line
+        elif line.startswith("   ") and options:
+            options[name] += line
+    return {name: " ".join(text.split()) for name, text in options.items()}
+
+
+def test_step_time_help_lists_every_option_with_its_default():
+    options = help_of("step_time.py")
+    assert set(options) == {"-h", "--scale", "--model", "--user_input", "--seed", "--warmup",
+                            "--window", "--windows"}
+    for option, default in (("--scale", "1.0"), ("--model", "neumf"), ("--user_input", "''"),
+                            ("--seed", "0"), ("--warmup", "64"), ("--window", "256"),
+                            ("--windows", "3")):
+        assert f"(default: {default}" in options[option], option
+
+
+def test_speed_help_lists_every_option_with_its_default():
+    options = help_of("speed.py")
+    assert set(options) == {"-h", "--scale", "--seed", "--write_csv"}
+    for option, default in (("--scale", "1.0"), ("--seed", "0"), ("--write_csv", "''")):
+        assert f"(default: {default}" in options[option], option
+
+
+def test_model_settings_are_the_scripts_defaults():
+    import ncf_lastfm
+    for model, settings in step_time.MODEL_SETTINGS.items():
+        expected = {key: ncf_lastfm.MODEL_DEFAULTS[model].get(key, getattr(ncf_lastfm, key))
+                    for key in settings}
+        assert settings == expected, model
+
+
+def test_bad_option_values_are_refused_before_any_work(capsys):
+    for argument in ("--windows=0", "--scale=-1", "--model=pop"):
+        with pytest.raises(SystemExit) as exit_:
+            step_time.main([argument])
+        assert exit_.value.code == 2
+        assert argument.split("=")[0] in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_step_time_reports_each_window_and_the_epoch_they_imply(capsys):
     assert step_time.main(["--scale=0.005", "--warmup=2", "--window=5", "--windows=3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -25,6 +93,7 @@ def test_step_time_reports_each_window_and_the_epoch_they_imply(capsys):
     assert lines[-2].startswith("neumf (history input), scale 0.005: ")
 
 
+@pytest.mark.slow
 def test_step_time_with_the_id_input_and_more_steps_than_an_epoch(capsys):
     assert step_time.main(["--scale=0.005", "--user_input=id", "--warmup=1", "--window=2",
                            "--windows=1"]) == 0
