@@ -147,6 +147,8 @@ def _build_kernel(native=True):
     path = os.path.join(folder, f"lazy_adam-{key.hexdigest()[:16]}.so")
     if os.path.isfile(path) and _file_digest(path) != _recorded_digest(path):
         os.remove(path)            # not the library this script built: build it again
+    if os.path.isfile(path + ".failed"):   # g++ cannot build this target: do not try each run
+        raise RuntimeError(f"g++ failed before (see {path}.failed)")
     if not os.path.isfile(path):
         announce_compile()
         partial = f"{path}.{os.getpid()}.part"
@@ -154,6 +156,8 @@ def _build_kernel(native=True):
             built = subprocess.run(["g++", KERNEL_SOURCE, "-o", partial, *flags],
                                    capture_output=True, text=True, timeout=600)
             if built.returncode:
+                with open(path + ".failed", "w") as stream:
+                    stream.write(built.stderr)
                 raise RuntimeError(f"g++ failed: {built.stderr.strip()[-300:]}")
             with open(path + ".sha256.part", "w") as stream:
                 stream.write(_file_digest(partial))

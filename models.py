@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from files import json_default  # noqa: E402
 from kernels import USE_KERNEL, fused_kernel  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
@@ -433,22 +434,33 @@ def settings_of(model):
 DATA_RECORD = "ncf_lastfm.json"   # beside Keras' own files in a saved model's zip
 
 
-def save(model, path, data_digest=""):
+def save(model, path, data_digest="", records=None):
     """`model.save(path)`, plus (when given) the digest of the data it was trained on
-    (split.split_digest), stored as one more file in the .keras zip, which Keras ignores."""
+    (split.split_digest) and any other `records` ({member name: JSON-able}), stored as more
+    files in the .keras zip, which Keras ignores."""
     model.save(path)
-    if data_digest:
+    records = {**({DATA_RECORD: {"data_digest": data_digest}} if data_digest else {}),
+               **(records or {})}
+    if records:
         with zipfile.ZipFile(path, "a") as archive:
-            archive.writestr(DATA_RECORD, json.dumps({"data_digest": data_digest}))
+            for name, payload in records.items():
+                archive.writestr(name, json.dumps(payload, default=json_default))
+
+
+def saved_record(path, name):
+    """A record `save` stored in a .keras file, or None (none stored, or not readable)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(name))
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
 
 
 def saved_data_digest(path):
     """The data digest `save` stored in a .keras file, or "" (none stored, or not readable)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return str(json.loads(archive.read(DATA_RECORD))["data_digest"])
-    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
-        return ""
+    record = saved_record(path, DATA_RECORD)
+    return str(record["data_digest"]) if isinstance(record, dict) and "data_digest" in record \
+        else ""
 
 
 def load(path):

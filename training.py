@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import evaluate
 from data import first_sentence
-from files import atomic_write, json_default, write_json
+from files import atomic_write, json_default
 import models
 import sampling
 from split import split_digest
@@ -95,54 +95,65 @@ def score_sets(model, split, top_k, with_validation):
     return result
 
 
+STATE_RECORD = "ncf_state.json"   # inside the checkpoint's zip, beside Keras' own files
+
+
 class Checkpoints:
-    """Files of one model's run in `folder`, each written to a temporary name, then renamed."""
+    """One model's checkpoint in `folder`: one file, committed by one rename, holding the model,
+    its optimizer state and (in the same zip) the epoch, history, best epoch, fingerprint and
+    data digest, so a kill at any instant leaves the previous checkpoint or the new one, whole.
+    The best epoch's weights are written first, under that epoch's name, which the state names;
+    older ones are removed only once a checkpoint naming a newer one is in place."""
 
     def __init__(self, folder, label):
+        self.folder, self.label = folder, label
         self.model_path = os.path.join(folder, f"checkpoint-{label}.keras")
-        self.state_path = os.path.join(folder, f"checkpoint-{label}.json")
-        self.best_path = os.path.join(folder, f"best-{label}.weights.h5")
+
+    def best_path(self, epoch):
+        return os.path.join(self.folder, f"best-{self.label}-epoch{epoch}.weights.h5")
 
     @staticmethod
     def any_in(folder):
         """Is there a checkpoint of any model's run in `folder`?"""
         names = os.listdir(folder) if os.path.isdir(folder) else []
-        return any(name.startswith("checkpoint-") and name.endswith(".json") for name in names)
+        return any(name.startswith("checkpoint-") and name.endswith(".keras") for name in names)
 
     def save(self, model, state):
-        atomic_write(self.model_path, model.save)
-        atomic_write(self.state_path, lambda path: write_json(path, state))
+        atomic_write(self.model_path, lambda path: models.save(
+            model, path, state["data_digest"], {STATE_RECORD: state}))
+        keep = os.path.basename(self.best_path(state["best"]["epoch"]))
+        for name in os.listdir(self.folder):
+            if name.startswith(f"best-{self.label}-epoch") and name != keep:
+                os.remove(os.path.join(self.folder, name))
 
-    def save_best(self, model):
-        atomic_write(self.best_path, model.save_weights)
+    def save_best(self, model, epoch):
+        atomic_write(self.best_path(epoch), model.save_weights)
 
     def load(self, fingerprint):
-        if not (os.path.isfile(self.model_path) and os.path.isfile(self.state_path)):
+        """The checkpoint's model and state, or a one-line TrainingError."""
+        if not os.path.isfile(self.model_path):
             raise TrainingError(f"--resume: no checkpoint at {self.model_path}; run without "
                                 "--resume to start")
         damaged = "--resume: a checkpoint file is damaged ({}); run without --resume to start again"
-        try:
-            with open(self.state_path) as stream:
-                state = json.load(stream)
-        except ValueError as error:                      # truncated, or not JSON
-            raise TrainingError(damaged.format(f"{self.state_path}: {error}")) from None
-        fields = ("fingerprint", "history", "best", "epoch")
+        state = models.saved_record(self.model_path, STATE_RECORD)
+        where = f"{self.model_path}, {STATE_RECORD}"
+        fields = ("fingerprint", "history", "best", "epoch", "data_digest")
         if (not isinstance(state, dict) or not all(field in state for field in fields)
                 or not isinstance(state["fingerprint"], dict)):
-            raise TrainingError(damaged.format(f"{self.state_path} lacks " + ", ".join(fields)))
-        wrong = _state_problem(state)
-        if wrong:
-            raise TrainingError(damaged.format(f"{self.state_path}: {wrong}"))
-        if state["best"]["epoch"] > 0 and not os.path.isfile(self.best_path):
-            raise TrainingError(damaged.format(f"{self.best_path}, the best epoch's weights, "
-                                               "is missing"))
+            raise TrainingError(damaged.format(f"{where} is missing or lacks "
+                                               + ", ".join(fields)))
+        if wrong := _state_problem(state):
+            raise TrainingError(damaged.format(f"{where}: {wrong}"))
+        best = self.best_path(state["best"]["epoch"])
+        if state["best"]["epoch"] > 0 and not os.path.isfile(best):
+            raise TrainingError(damaged.format(f"{best}, the best epoch's weights, is missing"))
         if state["fingerprint"] != fingerprint:
             saved = state["fingerprint"]
             changed = sorted(k for k in set(fingerprint) | set(saved)
                              if saved.get(k) != fingerprint.get(k))
-            raise TrainingError(f"--resume: the checkpoint in {self.state_path} was made with other "
-                                f"settings ({', '.join(k.lower() for k in changed)}); use the "
-                                "same settings, or run without --resume")
+            raise TrainingError(f"--resume: the checkpoint {self.model_path} was made with "
+                                f"other settings ({', '.join(changed)}); use the same "
+                                "settings, or run without --resume")
         try:
             return models.load(self.model_path), state
         except Exception as error:  # a truncated or foreign file
@@ -211,7 +222,7 @@ def resume_from(checkpoints, fingerprint, split, digest, log):
                             f"{users:,} users and {items:,} artists, the data now "
                             f"{split.num_users:,} and {split.num_items:,}; the data changed "
                             "since it was made, so run without --resume")
-    if state.get("data_digest", digest) != digest:
+    if state["data_digest"] != digest:
         raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} was "
                             f"trained on other plays or test artists than these (data "
                             f"digest {state['data_digest']}, here {digest}); the data "
@@ -286,7 +297,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
             key = (record["valid_hit_ratio"], record["valid_ndcg"])
             if key > (best["hit_ratio"], best["ndcg"]):
                 best = {"epoch": epoch + 1, "hit_ratio": key[0], "ndcg": key[1]}
-                checkpoints.save_best(model)
+                checkpoints.save_best(model, epoch + 1)
         history.append(record)
         checkpoints.save(model, {"epoch": epoch + 1, "history": history, "best": best,
                                  "fingerprint": fingerprint, "data_digest": digest})
@@ -298,10 +309,11 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
 def restore_best(model, checkpoints, best, history, validation, log):
     """With validation, the best epoch's weights -> (model, history, best epoch)."""
     if validation and best["epoch"] > 0 and best["epoch"] != len(history):
+        path = checkpoints.best_path(best["epoch"])
         try:
-            model.load_weights(checkpoints.best_path)
+            model.load_weights(path)
         except Exception as error:   # cut short, or replaced by hand, since it was written
-            raise TrainingError(f"the best epoch's weights ({checkpoints.best_path}) cannot "
+            raise TrainingError(f"the best epoch's weights ({path}) cannot "
                                 f"be read ({first_sentence(error)}); run again without "
                                 "--resume") from None
         log(f"best validation epoch: {best['epoch']} (weights restored)")
