@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from files import atomic_write, write_text
+from files import atomic_write, reading, write_text
 
 
 PLAY_FILE, ARTIST_FILE, USER_FILE = "lastfm_play.csv", "lastfm_artist.csv", "lastfm_user.csv"
@@ -43,6 +43,7 @@ CACHE_FILE = "lastfm_cache.npz"    # the checked plays, beside the CSVs they wer
 SOURCE_FILE = ".source-url"        # in the download folder: the URL its CSVs came from
 CACHE_VERSION = 5           # 4: caches hold which artist ids exist; 5: stamps add ctime, inode
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
+MAX_LINE_BYTES = 100_000    # a line of ids, counts and a name is far shorter
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
 
 
@@ -141,7 +142,8 @@ def load_folder(data_dir, use_cache=True):
         cached = _read_cache(cache_path, stamp)
         if cached is not None:
             return cached
-    plays = _read_frames({name: _read_csv(path, name) for name, path in paths.items()})
+    with reading(data_dir):
+        plays = _read_frames({name: _read_csv(path, name) for name, path in paths.items()})
     if use_cache:
         _write_cache(cache_path, stamp, plays)
     return plays
@@ -228,7 +230,24 @@ def frames_to_plays(play_df, artist_df, user_df):
 # ----------------------------------------------------------------------------------------------
 # Reading and checking
 
+def check_line_lengths(path, limit=MAX_LINE_BYTES, block_size=1 << 22):
+    """A DataError for the first line longer than `limit` bytes, found in blocks before any
+    parser holds a whole line: one 2 GB line would otherwise fill the memory."""
+    line, run = 1, 0          # the line being read, and its bytes so far
+    with open(path, "rb") as stream:
+        while block := stream.read(block_size):
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            # bytes of each line (its newline not counted); the first goes on from the last block
+            lengths = np.diff(np.concatenate([[-1 - run], ends, [len(block)]])) - 1
+            if (lengths > limit).any():
+                extra = int(np.argmax(lengths > limit))
+                raise DataError(f"{path}: line {line + extra:,} is longer than {limit:,} bytes; "
+                                "no field of this data needs that much (is it the right file?)")
+            line, run = line + len(ends), int(lengths[-1])
+
+
 def _read_csv(path, name):
+    check_line_lengths(path)
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: the file is empty; expected a header "
                         f"{','.join(COLUMNS[name])} and rows")

@@ -18,10 +18,8 @@ def atomic_write(path, write):
     file under the real name. The temporary name is new and created exclusively, so a link
     planted there is never followed and two runs never write into each other's file; it ends
     with the real name (Keras checks `.keras`, NumPy `.npz`)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + name)
+    handle, temporary = new_temporary(path)
     try:
-        os.fchmod(handle, 0o666 & ~_umask())     # as an ordinary new file, not mkstemp's 0600
         os.close(handle)
         write(temporary)
         os.replace(temporary, path)
@@ -29,6 +27,15 @@ def atomic_write(path, write):
         if os.path.lexists(temporary):
             os.remove(temporary)
         raise
+
+
+def new_temporary(path):
+    """A new file beside `path`, created exclusively, with an ordinary new file's mode (not
+    mkstemp's 0600) -> (open handle, its path)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + name)
+    os.fchmod(handle, 0o666 & ~_umask())
+    return handle, temporary
 
 
 def _umask():
@@ -70,3 +77,15 @@ def folder_lock(folder):
         yield
     finally:
         os.close(handle)
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Marks an OSError raised inside as a failure to read `path` (an input), so the message
+    names the input rather than advising another output folder."""
+    try:
+        yield
+    except OSError as error:
+        error.reading = True
+        error.filename = error.filename or path
+        raise

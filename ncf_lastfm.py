@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import sys
 import time
 
@@ -101,7 +102,7 @@ def main(argv=None):
                                  USAGE))
         return 0
     except settings.SettingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        report_error(error)
         return 2
     for stream in (sys.stdout, sys.stderr):   # a name the terminal cannot show: "?", not a crash
         if hasattr(stream, "reconfigure"):
@@ -124,26 +125,44 @@ def run_reporting_errors(s):
         with files.folder_lock(s.output_dir):
             return run(s)
     except data.DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+        report_error(error)
         return 2
     except training.TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        report_error(error)
+        return error.exit_code
     except OSError as error:  # a full disk, a file we may not read or write: one line
-        print(f"error: {os_error_message(error, s)}", file=sys.stderr)
+        if error.errno == errno.EPIPE:   # stdout closed: nothing more may be written to it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        report_error(os_error_message(error, s))
         return 1
-    except (MemoryError, tensorflow.errors.ResourceExhaustedError):
-        print("error: out of memory; lower --num_factor, --hidden_units, --neg_ratio or "
-              "--batch_size", file=sys.stderr)
+    except (MemoryError, tensorflow.errors.ResourceExhaustedError) as error:
+        detail = f" ({error.args[0]})" if isinstance(error, MemoryError) and error.args else ""
+        report_error(f"out of memory{detail}; lower --num_factor, --hidden_units, --neg_ratio "
+                     "or --batch_size")
         return 1
     except KeyboardInterrupt:
         print("\n" + interrupted_message(s), file=sys.stderr)
         return 130
 
 
+def report_error(message):
+    """The one line of an error on stderr, with any run of over 120 characters without a
+    space (a value from a hostile file or setting) cut to an excerpt."""
+    message = " ".join(str(message).split())
+    message = re.sub(r"\S{121,}", lambda m: f"{m.group()[:100]}...({len(m.group()):,} "
+                     "characters)", message)
+    if len(message) > 2000:
+        message = message[:1000] + " ... " + message[-500:]
+    print(f"error: {message}", file=sys.stderr)
+
+
 def os_error_message(error, s):
     """Which file failed, and the advice for it: a folder this run writes, or an input."""
+    if error.filename is None and error.errno in (errno.EPIPE, errno.ENOSPC, errno.EIO):
+        return f"the output could not be written ({error.strerror or error})"
     path = error.filename or s.output_dir
+    if getattr(error, "reading", False):
+        return f"cannot read {path}: {error.strerror or error}"
     written = [os.path.realpath(p) for p in (s.output_dir, os.path.dirname(s.export_split or "."))
                if p]
     writing = any(os.path.realpath(str(path)).startswith(folder) for folder in written)
@@ -314,6 +333,7 @@ def train_and_evaluate(s, split, folder, log, loaded=None, pretrained=None):
 def build(s, split, pretrained=None):
     """A new compiled model of `s.model`, from the pretrained towers where given."""
     import models
+    check_memory(s, split.num_users, split.num_items)
     history = ((split.train_users, split.train_items)
                if s.user_input == "history" and s.model != "bpr" else None)
     model = models.build_model(s.model, split.num_users, split.num_items, s.num_factor,
@@ -322,6 +342,21 @@ def build(s, split, pretrained=None):
     if pretrained:
         models.load_pretrained(model, *pretrained)
     return model
+
+
+def check_memory(s, num_users, num_items):
+    """A MemoryError before building a model whose tables, with Adam's two moments and a
+    gradient's worth of room, could not fit in this machine's memory."""
+    towers = 2 if s.model == "neumf" else 1
+    layers = sum(a * b for a, b in zip((2 * s.num_factor,) + s.hidden_units, s.hidden_units))
+    needed = 4 * 4 * ((num_users + num_items) * s.num_factor * towers + layers)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):   # not a POSIX system: let TensorFlow say
+        return
+    if needed > memory:
+        raise MemoryError(f"the model's tables need about {needed / 2**30:,.1f} GiB with "
+                          f"Adam's moments, this machine has {memory / 2**30:,.1f} GiB")
 
 
 def evaluate_popularity(s, split):
@@ -527,9 +562,12 @@ def read_saved_model(path):
     """A model a run saved, or a one-line DataError."""
     import zipfile
     import data
+    import files
     import models
     if not os.path.isfile(path):
         raise data.DataError(f"--load={path}: file not found; give a .keras file a run saved")
+    with files.reading(path):
+        open(path, "rb").close()
     if not zipfile.is_zipfile(path):   # Keras would say "File not found"
         raise data.DataError(f"--load={path}: not a .keras file (a .keras file is a zip archive); "
                              "give a .keras file a run saved")

@@ -106,7 +106,7 @@ def fingerprint(settings, model):
 
 def changed(settings, defaults):
     """The settings that differ from the file's constants, as name=value."""
-    return [f"{name.lower()}={getattr(settings, name.lower())!r}" for name in defaults
+    return [f"{name.lower()}={short(getattr(settings, name.lower()))}" for name in defaults
             if getattr(settings, name.lower()) != defaults[name]]
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 import sampling
-from data import INT64_MAX, DataError, _check_dense_ids, _merge_pairs, error_reason
-from files import atomic_write, write_text
+from files import new_temporary, reading
+from data import (INT64_MAX, DataError, _check_dense_ids, _merge_pairs, check_line_lengths,
+                  error_reason)
 
 
 
@@ -136,19 +137,46 @@ def write_ncf_split(split, prefix):
     paths = [prefix + ".train.rating", prefix + ".test.rating", prefix + ".test.negative"]
     texts = [train.to_csv(sep="\t", header=False, index=False),
              test.to_csv(sep="\t", header=False, index=False), "\n".join(negative_lines) + "\n"]
-    for path, text in zip(paths, texts):
-        atomic_write(path, lambda temporary: write_text(temporary, text))
+    write_together(paths, texts)
     return paths
+
+
+def write_together(paths, texts):
+    """The three files appear together or not at all: each is written whole under a new name
+    first; the old set is removed before any is renamed into place, so a failure never leaves
+    new files beside old ones (a set that --split would refuse, or worse, accept)."""
+    temporaries = []
+    try:
+        for path, text in zip(paths, texts):
+            handle, temporary = new_temporary(path)
+            temporaries.append(temporary)
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        for path in paths:
+            if os.path.lexists(path):
+                os.remove(path)
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:
+            if os.path.lexists(temporary):
+                os.remove(temporary)
 
 
 def read_ncf_split(prefix, seed, validation=False):
     """Reads a split in the NCF paper's format -> (Plays, Split). The test items and their
     negatives are taken from the files as given; validation, if asked, is one random training
     pair per user with >= 2 training pairs, with negatives drawn here."""
+    with reading(prefix):
+        return _read_ncf_split(prefix, seed, validation)
+
+
+def _read_ncf_split(prefix, seed, validation):
     paths = [prefix + suffix for suffix in (".train.rating", ".test.rating", ".test.negative")]
     for path in paths:
         if not os.path.isfile(path):
             raise DataError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
+        check_line_lengths(path)
     train = _read_rating(paths[0])
     test = _read_rating(paths[1])
     _check_one_test_row_per_user(paths[1], test[0])

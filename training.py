@@ -28,7 +28,14 @@ from split import split_digest
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (diverged, or a checkpoint does not fit): a message for the user."""
+    """Training cannot go on (it diverged): a message for the user; exit code 1."""
+    exit_code = 1
+
+
+class ResumeError(TrainingError):
+    """--resume was refused, or the data leave nothing to train: the input is at fault, so
+    exit code 2, as for any bad input."""
+    exit_code = 2
 
 
 def seed_everything(seed):
@@ -132,7 +139,7 @@ class Checkpoints:
     def load(self, fingerprint):
         """The checkpoint's model and state, or a one-line TrainingError."""
         if not os.path.isfile(self.model_path):
-            raise TrainingError(f"--resume: no checkpoint at {self.model_path}; run without "
+            raise ResumeError(f"--resume: no checkpoint at {self.model_path}; run without "
                                 "--resume to start")
         damaged = "--resume: a checkpoint file is damaged ({}); run without --resume to start again"
         state = models.saved_record(self.model_path, STATE_RECORD)
@@ -140,18 +147,18 @@ class Checkpoints:
         fields = ("fingerprint", "history", "best", "epoch", "data_digest")
         if (not isinstance(state, dict) or not all(field in state for field in fields)
                 or not isinstance(state["fingerprint"], dict)):
-            raise TrainingError(damaged.format(f"{where} is missing or lacks "
+            raise ResumeError(damaged.format(f"{where} is missing or lacks "
                                                + ", ".join(fields)))
         if wrong := _state_problem(state):
-            raise TrainingError(damaged.format(f"{where}: {wrong}"))
+            raise ResumeError(damaged.format(f"{where}: {wrong}"))
         best = self.best_path(state["best"]["epoch"])
         if state["best"]["epoch"] > 0 and not os.path.isfile(best):
-            raise TrainingError(damaged.format(f"{best}, the best epoch's weights, is missing"))
+            raise ResumeError(damaged.format(f"{best}, the best epoch's weights, is missing"))
         if state["fingerprint"] != fingerprint:
             saved = state["fingerprint"]
             changed = sorted(k for k in set(fingerprint) | set(saved)
                              if saved.get(k) != fingerprint.get(k))
-            raise TrainingError(f"--resume: the checkpoint {self.model_path} was made with "
+            raise ResumeError(f"--resume: the checkpoint {self.model_path} was made with "
                                 f"other settings ({', '.join(changed)}); use the same "
                                 "settings, or run without --resume")
         try:
@@ -160,7 +167,7 @@ class Checkpoints:
             reason = first_sentence(error)
             if "file not found" in reason.lower():    # Keras' words for a file it cannot open
                 reason = "not a readable Keras file (cut short, or not one this script saved)"
-            raise TrainingError(damaged.format(f"{self.model_path}: {reason}")) from None
+            raise ResumeError(damaged.format(f"{self.model_path}: {reason}")) from None
 
 
 def _is_number(value, integer=False):
@@ -218,12 +225,12 @@ def resume_from(checkpoints, fingerprint, split, digest, log):
     model, state = checkpoints.load(fingerprint)
     users, items = models.table_sizes(model)
     if (users, items) != (split.num_users, split.num_items):
-        raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} has "
+        raise ResumeError(f"--resume: the checkpoint in {checkpoints.model_path} has "
                             f"{users:,} users and {items:,} artists, the data now "
                             f"{split.num_users:,} and {split.num_items:,}; the data changed "
                             "since it was made, so run without --resume")
     if state["data_digest"] != digest:
-        raise TrainingError(f"--resume: the checkpoint in {checkpoints.model_path} was "
+        raise ResumeError(f"--resume: the checkpoint in {checkpoints.model_path} was "
                             f"trained on other plays or test artists than these (data "
                             f"digest {state['data_digest']}, here {digest}); the data "
                             "changed since it was made, so run without --resume")
@@ -239,7 +246,7 @@ def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, 
     inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch, rows)
     sample_seconds = time.time() - started
     if len(labels) == 0:
-        raise TrainingError("no training pairs: every user with plays to train on has "
+        raise ResumeError("no training pairs: every user with plays to train on has "
                             "played every artist")
     per_step = rows_per_step(labels, batch_size)
     progress = Progress(-(-len(labels) // per_step), bar)
@@ -313,7 +320,7 @@ def restore_best(model, checkpoints, best, history, validation, log):
         try:
             model.load_weights(path)
         except Exception as error:   # cut short, or replaced by hand, since it was written
-            raise TrainingError(f"the best epoch's weights ({path}) cannot "
+            raise ResumeError(f"the best epoch's weights ({path}) cannot "
                                 f"be read ({first_sentence(error)}); run again without "
                                 "--resume") from None
         log(f"best validation epoch: {best['epoch']} (weights restored)")
