@@ -65,6 +65,8 @@ TOP_K = 10              # a hit: the held-out artist among the K best-scored can
 NUM_EVAL_NEGATIVES = 99 # unplayed candidates beside each held-out artist
 FULL_RANKING_USERS = 0  # also rank against every unplayed artist, for this many test users
 COMPARE = False         # train every model on the same split and print one table
+REPLACE_PLAYED_NEGATIVES = False  # --split: replace each listed negative the user played (or
+                        # their held-out item) by a fresh unplayed one; default: scored as given
 # ---- using the model -------------------------------------------------------------------------
 LOAD = ""               # a saved .keras model: evaluate / recommend without training
 RECOMMEND_USER = ""     # user ids, comma-separated: their artists and top-10 recommendations
@@ -255,7 +257,8 @@ def load_and_split(s):
     import data
     import split as splitting
     if s.split:
-        plays, split = splitting.read_ncf_split(s.split, s.seed, s.validation or s.compare)
+        plays, split = splitting.read_ncf_split(s.split, s.seed, s.validation or s.compare,
+                                                s.replace_played_negatives)
         candidates = int(split.test_negatives.shape[1])
         if s.top_k > candidates:
             raise data.DataError(f"--top_k={s.top_k} is larger than the {candidates} candidates "
@@ -265,6 +268,13 @@ def load_and_split(s):
               f"{data.counted('items', split.num_items, len(split.sampler.items))}"
               + (f" ({plays.num_duplicates:,} repeated training rows merged)"
                  if plays.num_duplicates else "") + f" from {s.split}.*")
+        count, users = split.played_negatives
+        if count:
+            print(f"negatives: {count:,} listed negatives of {users:,} test users are items the "
+                  "user played or their held-out item; "
+                  + ("replaced by fresh unplayed items (--replace_played_negatives)"
+                     if split.replaced_negatives else "scored as given, as the papers did "
+                     "(--replace_played_negatives draws fresh unplayed ones)"))
     else:
         plays = data.load(s.dataset, s.data_dir, s.root_url, s.scale, s.seed,
                           explicit_url="root_url" in s.given)
@@ -444,6 +454,8 @@ def report_run(s, plays, split, model, result, folder):
         "num_test_users": int(len(split.test_users)), "num_epoch": len(result["history"]),
         "best_epoch": result["best_epoch"], "train_seconds": result["train_seconds"],
         "eval_seconds": result.get("eval_seconds", 0.0), "history": result["history"],
+        "played_negatives": split.played_negatives[0],
+        "played_negative_users": split.played_negatives[1],
         "settings": {name.lower(): getattr(s, name.lower()) for name in DEFAULTS},
         "version": __version__}
     for key in ("full_hit_ratio", "full_ndcg", "full_users"):

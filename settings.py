@@ -27,7 +27,7 @@ SIZE = "an integer from 1 to 2**31 - 1"   # a size beyond int32 fails inside Ten
 # the checkpoint's fingerprint, so a new setting is in it unless it is declared here
 RUN_ONLY = ("root_url", "export_split", "output_dir", "num_epoch", "patience", "resume",
             "top_k", "full_ranking_users", "load", "recommend_user", "similar_to", "quiet",
-            "compare")
+            "compare", "replace_played_negatives")
 
 
 class SettingError(ValueError):
@@ -272,6 +272,9 @@ def check_combinations(s):
                      f"{' and '.join(wants_model)} need one model with embeddings; "
                      + ("--compare trains five" if s.compare else "--model=pop has none")
                      + ": choose it with --model=mlp, gmf, neumf or bpr"))
+    refusals.append(("replace_played_negatives" in given and not s.split,
+                     "--replace_played_negatives replaces negatives listed in a --split's "
+                     ".test.negative file; without --split the candidates are drawn unplayed"))
     if s.split:
         ignored = [f"--{k}" for k in ("dataset", "data_dir", "scale", "root_url",
                                       "num_eval_negatives") if k in given]

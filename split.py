@@ -6,8 +6,10 @@ Out: `Split`: the training pairs, one held-out test artist per user with `num_ev
      artists the user never played as its candidates, and optionally a validation artist per
      user with its own candidates. `split_digest` names what a model trained on a split has seen.
 Refuses: data where no user can be tested, and split files with a test pair in the training
-     file, a user on two lines of the test file, a negative the user played, or a
-     .test.negative line without negatives, each as a `data.DataError` naming the file and line.
+     file, a user on two lines of the test file, a line over 100,000 bytes, or a .test.negative
+     line without negatives, each as a `data.DataError` naming the file and line. A listed
+     negative the user played (or their held-out item), as some published files of papers that
+     built on NCF have, is scored as given and counted, or replaced when asked.
 """
 import dataclasses
 import hashlib
@@ -39,6 +41,8 @@ class Split:
     num_users: int
     num_items: int
     num_untestable: int = 0       # users left out of testing: too few unplayed artists
+    played_negatives: tuple = (0, 0)   # a split file's negatives the user played: (count, users)
+    replaced_negatives: bool = False   # ... and were they replaced by fresh unplayed ones
 
 
 def _lowest_per_user(key, users, counts):
@@ -163,15 +167,15 @@ def write_together(paths, texts):
                 os.remove(temporary)
 
 
-def read_ncf_split(prefix, seed, validation=False):
+def read_ncf_split(prefix, seed, validation=False, replace_played=False):
     """Reads a split in the NCF paper's format -> (Plays, Split). The test items and their
     negatives are taken from the files as given; validation, if asked, is one random training
     pair per user with >= 2 training pairs, with negatives drawn here."""
     with reading(prefix):
-        return _read_ncf_split(prefix, seed, validation)
+        return _read_ncf_split(prefix, seed, validation, replace_played)
 
 
-def _read_ncf_split(prefix, seed, validation):
+def _read_ncf_split(prefix, seed, validation, replace_played):
     paths = [prefix + suffix for suffix in (".train.rating", ".test.rating", ".test.negative")]
     for path in paths:
         if not os.path.isfile(path):
@@ -197,12 +201,13 @@ def _read_ncf_split(prefix, seed, validation):
     sampler = sampling.NegativeSampler(plays.user_ids, plays.artist_ids, num_users, num_items,
                                        plays.artists())
     test_users, test_items = test[0].astype(np.int32), test[1].astype(np.int32)
-    played = sampler.is_played(np.repeat(test_users, negatives.shape[1]), negatives.ravel())
-    if played.any():
-        row, column = divmod(int(np.argmax(played)), negatives.shape[1])
-        raise DataError(f"{paths[2]}: line {negative_lines[row]} lists item "
-                        f"{negatives[row, column]}, which user {test_users[row]} played, as a "
-                        "negative; negatives must be items the user did not play")
+    # Published files of papers that built on NCF list some played items (or the held-out item)
+    # as negatives, and their tables were scored so: as given by default, counted, or replaced
+    played = sampler.is_played(np.repeat(test_users, negatives.shape[1]),
+                               negatives.ravel()).reshape(negatives.shape)
+    if played.any() and replace_played:
+        negatives = replace_played_negatives(sampler, test_users, negatives, played,
+                                             np.random.default_rng([seed, 6]), paths[2])
     # a pair on two lines of the training file is one pair (as the CSVs' repeated rows are),
     # else it would train twice and could be carved as validation while still trained on
     train_keys = np.unique(train[0] * num_items + train[1])
@@ -223,8 +228,26 @@ def _read_ncf_split(prefix, seed, validation):
     split = Split(train_users[keep], train_items[keep], test_users, test_items,
                   negatives.astype(np.int32), valid_users, train_items[valid_rows],
                   sampler.sample_distinct(valid_users, negatives.shape[1], rng),
-                  sampler, num_users, num_items)
+                  sampler, num_users, num_items,
+                  played_negatives=(int(played.sum()), int(played.any(axis=1).sum())),
+                  replaced_negatives=bool(replace_played and played.any()))
     return plays, split
+
+
+def replace_played_negatives(sampler, users, negatives, played, rng, path):
+    """Each negative a user played (or their held-out item) -> a fresh unplayed item that is
+    not among the row's other negatives, drawn uniformly."""
+    negatives = negatives.copy()
+    for row in np.flatnonzero(played.any(axis=1)):
+        user, kept = users[row], negatives[row][~played[row]]
+        needed = int(played[row].sum())
+        if sampler.num_free[user] < len(kept) + needed:
+            raise DataError(f"{path}: user {user} has too few unplayed items to replace the "
+                            f"{needed} played negatives of their line")
+        drawn = sampler.sample_distinct(np.array([user]), len(kept) + needed, rng)[0]
+        fresh = drawn[~np.isin(drawn, kept)][:needed]
+        negatives[row][played[row]] = fresh
+    return negatives
 
 
 def _check_split_ids(paths, train, test, negatives, negative_lines):
