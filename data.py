@@ -1,23 +1,21 @@
-"""Get, check and split the LastFM listening data.
+"""Step 1 of the notebook: get and check the listening data.
 
-In:  three CSV files in the notebook's format (downloaded from a URL, read from a folder, or made
-     in code by `make_planted`):
-       lastfm_play.csv    user_id, artist_id, plays      (integer ids, 0-based)
-       lastfm_artist.csv  artist_id, artist_name
-       lastfm_user.csv    user_id, gender, age, country
-Out: `Plays` (the listened user-artist pairs as NumPy arrays, duplicates merged, plus artist names)
-     and `Split` (leave-one-out test set with sampled candidates, optional validation, train rows).
-Refuses: a missing or empty file, a missing column or one named twice in the header, a row with
-     more fields than the header, a missing, non-integer or negative id, ids so sparse that
-     tables of one row per id up to the largest would be mostly empty, an artist id absent from
-     lastfm_artist.csv or named twice with different names, non-numeric, infinite or negative
-     plays, an id or plays beyond the 64-bit integers (out of range). Each refusal is a
-     `DataError` (a ValueError) whose message names the file, the column, the bad value and what
-     is accepted. CRLF line ends, a UTF-8 byte-order mark and a trailing comma are accepted.
-     The NCF paper's split files are refused for the same kinds of faults, and also for a test
-     pair that is in the training file, a user on two lines of the test file, or a
-     .test.negative line without negatives or with an empty field (a trailing tab), naming the
-     line.
+In:  CSV files in the notebook's format, downloaded from a URL, read from a folder, or made in
+     code by `make_planted`; only the plays file is required:
+       lastfm_play.csv    user_id, artist_id, plays
+       lastfm_artist.csv  artist_id, artist_name        (optional: names fall back to the ids)
+       lastfm_user.csv    user_id, gender, age, country (optional: no model reads it)
+     Ids may be any text or integers. Dense integer ids of 0 or more (the notebook's files) are
+     table rows as they are; other ids (names, hashes, sparse or negative numbers) are mapped to
+     rows in order of first appearance, and `Plays` keeps the file's own ids for every output.
+Out: `Plays`: the listened user-artist pairs as NumPy arrays, repeated rows merged (plays
+     summed), with artist names and, when mapped, the files' own ids.
+Refuses: a missing plays file, an empty file, a missing column or one named twice in the
+     header, a row with more fields than the header, a missing id, a played artist absent from
+     an artists file that is given or named twice with different names, non-numeric, infinite
+     or negative plays, plays beyond the 64-bit integers, and any line over 100,000 bytes. Each
+     refusal is a `DataError` (a ValueError) whose message names the file, the row and what is
+     accepted. CRLF line ends, a UTF-8 byte-order mark and a trailing comma are accepted.
 """
 import csv
 import dataclasses
@@ -41,7 +39,7 @@ COLUMNS = {
 }
 CACHE_FILE = "lastfm_cache.npz"    # the checked plays, beside the CSVs they were read from
 SOURCE_FILE = ".source-url"        # in the download folder: the URL its CSVs came from
-CACHE_VERSION = 5           # 4: caches hold which artist ids exist; 5: stamps add ctime, inode
+CACHE_VERSION = 6           # 6: caches hold the files' own ids when they were mapped
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 MAX_LINE_BYTES = 100_000    # a line of ids, counts and a name is far shorter
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
@@ -75,6 +73,14 @@ class Plays:
     num_duplicates: int = 0   # rows merged into another row of the same pair
     artist_known: np.ndarray = None   # (num_artists,) bool: an artist with that id exists
     # (listed in lastfm_artist.csv); False for gaps in the numbering. None: every id exists.
+    user_labels: np.ndarray = None    # (num_users,) object: the file's own id of each row, when
+    artist_labels: np.ndarray = None  # the ids were mapped to rows (strings, sparse); else None
+
+    def user_label(self, row):
+        return self.user_labels[row] if self.user_labels is not None else int(row)
+
+    def artist_label(self, row):
+        return self.artist_labels[row] if self.artist_labels is not None else int(row)
 
     def artists(self):
         """The sorted ids of the artists that exist (every id when there are no gaps)."""
@@ -132,10 +138,11 @@ def load_folder(data_dir, use_cache=True):
     if not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir!r} is not a folder; it must hold "
                         f"{', '.join(COLUMNS)}")
-    paths = {name: os.path.join(data_dir, name) for name in COLUMNS}
-    for name, path in paths.items():
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: file not found; the folder must hold {', '.join(COLUMNS)}")
+    paths = {name: os.path.join(data_dir, name) for name in COLUMNS
+             if name == PLAY_FILE or os.path.exists(os.path.join(data_dir, name))}
+    if not os.path.isfile(paths[PLAY_FILE]):
+        raise DataError(f"{paths[PLAY_FILE]}: file not found; the folder must hold {PLAY_FILE} "
+                        f"(and may hold {ARTIST_FILE} and {USER_FILE})")
     cache_path = os.path.join(data_dir, CACHE_FILE)
     stamp = _source_stamp(paths.values())
     if use_cache:
@@ -313,25 +320,52 @@ def _first_extra_field(path):
 
 
 def _read_frames(frames):
+    """The checked frames -> Plays. Integer ids that are dense enough (the notebook's files) are
+    used as rows directly; any other ids (names, hashes, sparse numbers) are mapped to rows."""
     for name, frame in frames.items():
         _check_columns(frame, name)
-    play_df, artist_df = frames[PLAY_FILE], frames[ARTIST_FILE]
-    users = _integer_column(play_df, PLAY_FILE, "user_id")
-    artists = _integer_column(play_df, PLAY_FILE, "artist_id")
+    play_df = frames[PLAY_FILE]
     counts = _integer_column(play_df, PLAY_FILE, "plays", numeric_only=True)
-    known_artists = _integer_column(artist_df, ARTIST_FILE, "artist_id")
-    user_df_ids = _integer_column(frames[USER_FILE], USER_FILE, "user_id")
-    if len(users) == 0:
+    if len(counts) == 0:
         raise DataError(f"{_where(play_df, PLAY_FILE)}: no rows; expected at least one play")
-    # Before any table of one row per id is made:
-    play_where, artist_where = _where(play_df, PLAY_FILE), _where(artist_df, ARTIST_FILE)
-    user_where = _where(frames[USER_FILE], USER_FILE)
-    _check_dense_ids("artist_id", [(play_where, artists, _csv_rows(play_where)),
-                                   (artist_where, known_artists, _csv_rows(artist_where))])
-    _check_dense_ids("user_id", [(play_where, users, _csv_rows(play_where)),
-                                 (user_where, user_df_ids, _csv_rows(user_where))])
-    artist_names = artist_df["artist_name"].fillna("").astype(str).to_numpy()
-    _check_one_name_per_artist(known_artists, artist_names, _where(artist_df, ARTIST_FILE))
+    if _rows_as_ids(frames):
+        return _numbered_plays(frames, counts)
+    return _mapped_plays(frames, counts)
+
+
+def _rows_as_ids(frames):
+    """Are the ids integers of 0 or more, dense enough to be table rows as they are?"""
+    columns = [(frames[PLAY_FILE], "user_id"), (frames[PLAY_FILE], "artist_id")]
+    columns += [(frames[name], column) for name, column in ((ARTIST_FILE, "artist_id"),
+                                                             (USER_FILE, "user_id"))
+                if name in frames]
+    for frame, column in columns:
+        values = frame[column]
+        if not pd.api.types.is_integer_dtype(values.dtype) or (values < 0).any() \
+                or (values > INT64_MAX).any():
+            return False
+    for column in ("user_id", "artist_id"):
+        ids = np.concatenate([frame[c].to_numpy(np.int64) for frame, c in columns if c == column])
+        size = int(ids.max(initial=-1)) + 1
+        if size > min(10 * len(ids) + 1000, MAX_TABLE_ROWS) or \
+                size > 10 * len(_sorted_unique(ids)) + 1000:
+            return False
+    return True
+
+
+def _numbered_plays(frames, counts):
+    """Ids used as table rows; every played artist needs a name when an artists file is given."""
+    play_df, artist_df = frames[PLAY_FILE], frames.get(ARTIST_FILE)
+    users = play_df["user_id"].to_numpy(np.int64)
+    artists = play_df["artist_id"].to_numpy(np.int64)
+    user_df_ids = (frames[USER_FILE]["user_id"].to_numpy(np.int64) if USER_FILE in frames
+                   else np.zeros(0, np.int64))
+    if artist_df is None:
+        known_artists, artist_names = _sorted_unique(artists), None
+    else:
+        known_artists = artist_df["artist_id"].to_numpy(np.int64)
+        artist_names = artist_df["artist_name"].fillna("").astype(str).to_numpy()
+        _check_one_name_per_artist(known_artists, artist_names, _where(artist_df, ARTIST_FILE))
     num_artists = int(max(known_artists.max(initial=-1), artists.max()) + 1)
     known = np.zeros(num_artists, bool)
     known[known_artists] = True
@@ -343,9 +377,61 @@ def _read_frames(frames):
                         f"is not in {ARTIST_FILE}; every played artist needs a name there")
     num_users = int(max(users.max(), user_df_ids.max(initial=-1)) + 1)
     names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
-    names[known_artists] = artist_names
+    if artist_names is not None:
+        names[known_artists] = artist_names
+    else:
+        names[known_artists] = [str(i) for i in known_artists]   # no names: the ids
     return _merge_pairs(users, artists, counts, names, num_users, num_artists,
                         _where(play_df, PLAY_FILE), known)
+
+
+def _mapped_plays(frames, counts):
+    """Ids of any kind mapped to rows, in order of first appearance (played artists first,
+    then artists only the artists file lists): outputs speak the file's own ids again."""
+    play_df, artist_df = frames[PLAY_FILE], frames.get(ARTIST_FILE)
+    user_text = _id_text(play_df, PLAY_FILE, "user_id")
+    artist_text = _id_text(play_df, PLAY_FILE, "artist_id")
+    users, user_labels = pd.factorize(user_text)
+    listed = _id_text(artist_df, ARTIST_FILE, "artist_id") if artist_df is not None else None
+    artist_labels = pd.Index(pd.unique(pd.concat([artist_text] + (
+        [listed] if listed is not None else []), ignore_index=True)))
+    artists = artist_labels.get_indexer(artist_text)
+    names = np.array(artist_labels, dtype=object)          # no artists file: names are the ids
+    if listed is not None:
+        rows = artist_labels.get_indexer(listed)
+        listed_names = artist_df["artist_name"].fillna("").astype(str).to_numpy()
+        _check_one_name_per_artist(np.array(listed, dtype=object), listed_names,
+                                   _where(artist_df, ARTIST_FILE))
+        unnamed = ~np.isin(artists, rows)
+        if unnamed.any():
+            row = int(np.argmax(unnamed))
+            raise DataError(f"{_where(play_df, PLAY_FILE)}: artist_id {artist_text.iloc[row]!r} "
+                            f"(row {_csv_line(_where(play_df, PLAY_FILE), row)}) is not in "
+                            f"{ARTIST_FILE}; every played artist needs a name there")
+        names[rows] = listed_names
+    for kind, labels in (("user", user_labels), ("artist", artist_labels)):
+        if len(labels) > MAX_TABLE_ROWS:
+            raise DataError(f"{PLAY_FILE}: {len(labels):,} distinct {kind} ids; at most "
+                            f"{MAX_TABLE_ROWS:,} fit a table")
+    plays = _merge_pairs(users.astype(np.int64), artists.astype(np.int64), counts, names,
+                         len(user_labels), len(artist_labels), _where(play_df, PLAY_FILE))
+    plays.user_labels = np.array(user_labels, dtype=object)
+    plays.artist_labels = np.array(artist_labels, dtype=object)
+    return plays
+
+
+def _id_text(frame, name, column):
+    """An id column as text, the way the file writes it; a missing id is refused."""
+    values = frame[column]
+    where = _where(frame, name)
+    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        row = int(np.argmax(missing))
+        raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is missing; "
+                        "every row needs an id")
+    if pd.api.types.is_float_dtype(values.dtype):   # 7.0 read as a float: written 7 in the file
+        values = values.map(lambda v: str(int(v)) if float(v).is_integer() else repr(v))
+    return values.astype(str).str.strip()
 
 
 def _check_dense_ids(column, sources):
@@ -498,22 +584,37 @@ def _read_cache(cache_path, stamp):
         with np.load(cache_path, allow_pickle=False) as cache:
             if int(cache["version"]) != CACHE_VERSION or not np.array_equal(cache["stamp"], stamp):
                 return None
-            blob = cache["names_blob"].tobytes().decode("utf-8")
-            offsets = cache["names_offsets"]
-            names = np.array([blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+            names = _decode_strings(cache["names_blob"], cache["names_offsets"])
+            labels = {key: (_decode_strings(cache[f"{key}_blob"], cache[f"{key}_offsets"])
+                            if f"{key}_blob" in cache else None)
+                      for key in ("user_labels", "artist_labels")}
             return Plays(cache["user_ids"], cache["artist_ids"], cache["play_counts"], names,
                          int(cache["num_users"]), int(cache["num_artists"]),
-                         int(cache["num_duplicates"]), cache["artist_known"])
+                         int(cache["num_duplicates"]), cache["artist_known"], **labels)
     except Exception:  # a cache that does not load is rebuilt from the CSVs
         return None
 
 
+def _encode_strings(strings):
+    """Strings -> (UTF-8 blob, character offsets): NumPy arrays a cache holds without pickle."""
+    strings = [str(s) for s in strings]
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in strings])]).astype(np.int64)
+    return np.frombuffer("".join(strings).encode("utf-8"), np.uint8), offsets
+
+
+def _decode_strings(blob, offsets):
+    text = blob.tobytes().decode("utf-8")
+    return np.array([text[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+
+
 def _write_cache(cache_path, stamp, plays):
-    names = [str(n) for n in plays.artist_names]
-    offsets = np.concatenate([[0], np.cumsum([len(n) for n in names])]).astype(np.int64)
-    blob = np.frombuffer("".join(names).encode("utf-8"), np.uint8)
+    blob, offsets = _encode_strings(plays.artist_names)
+    labels = {}
+    for key in ("user_labels", "artist_labels"):
+        if getattr(plays, key) is not None:
+            labels[f"{key}_blob"], labels[f"{key}_offsets"] = _encode_strings(getattr(plays, key))
     try:
-        arrays = dict(version=CACHE_VERSION, stamp=stamp, user_ids=plays.user_ids,
+        arrays = dict(**labels, version=CACHE_VERSION, stamp=stamp, user_ids=plays.user_ids,
                       artist_ids=plays.artist_ids, play_counts=plays.play_counts,
                       names_blob=blob, names_offsets=offsets, num_users=plays.num_users,
                       num_artists=plays.num_artists, num_duplicates=plays.num_duplicates,

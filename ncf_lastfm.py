@@ -205,9 +205,9 @@ def run(s):
     # user with 99 unplayed candidates (the notebook's hit_ratio_df)
     plays, split = load_and_split(s)
     if loaded is not None:
-        check_fits(loaded, s.load, split)
+        check_fits(loaded, s.load, split, plays)
     if s.recommend_user:   # checked now, not after an hour of training
-        report.check_user_ids(settings.parse_user_list(s.recommend_user), split.num_users)
+        report.user_rows(settings.parse_user_list(s.recommend_user), plays)
     if s.similar_to:
         report.find_artist(plays, s.similar_to)
 
@@ -465,7 +465,8 @@ def report_run(s, plays, split, model, result, folder):
     if model is not None and (not s.load or s.num_epoch):   # trained here
         path = os.path.join(folder, f"{result['model']}.keras")
         digest = splitting.split_digest(split)
-        files.atomic_write(path, lambda temporary: models.save(model, temporary, digest))
+        ids = id_record(plays)
+        files.atomic_write(path, lambda temporary: models.save(model, temporary, digest, ids))
         metrics["saved_model"] = path
         print(f"saved model: {path}")
     files.atomic_write(os.path.join(folder, "metrics.json"),
@@ -590,7 +591,19 @@ def read_saved_model(path):
                              f"({data.first_sentence(error)})") from None
 
 
-def check_fits(model, path, split):
+ID_RECORD = "ncf_ids.json"   # in a saved model: the data's own ids of its table rows
+
+
+def id_record(plays):
+    """The mapping from table rows to the data's own ids, when there is one, for `models.save`."""
+    if plays.user_labels is None and plays.artist_labels is None:
+        return None
+    return {ID_RECORD: {"users": None if plays.user_labels is None else list(plays.user_labels),
+                        "artists": None if plays.artist_labels is None
+                        else list(plays.artist_labels)}}
+
+
+def check_fits(model, path, split, plays=None):
     """A one-line DataError unless the model's tables and training data are this split's."""
     import data
     import models
@@ -606,6 +619,10 @@ def check_fits(model, path, split):
                              f"these (data digest {trained_on}, here {here}); scored here, its "
                              "training artists could be test artists: use the data and --seed "
                              "it was trained with")
+    saved = models.saved_record(path, ID_RECORD)
+    if plays is not None and saved is not None and (id_record(plays) or {}).get(ID_RECORD) != saved:
+        raise data.DataError(f"--load={path} numbers the users and artists of other ids than "
+                             "this data's; use the data it was trained on")
 
 
 if __name__ == "__main__":

@@ -65,39 +65,50 @@ def _save(figure, path):
     return path
 
 
-def check_user_ids(users, num_users):
-    bad = [u for u in users if u >= num_users]
-    if bad:
-        raise data.DataError(f"--recommend_user: user id {bad[0]} is not in the data; ids run "
-                             f"from 0 to {num_users - 1}")
+def user_rows(users, plays):
+    """The user ids as given (text) -> their table rows, or a DataError naming the first that is
+    not in the data. Ids the file wrote as numbers are rows themselves when they were not mapped."""
+    if plays.user_labels is None:
+        rows = [int(u) if u.isdigit() and int(u) < plays.num_users else -1 for u in users]
+        span = f"ids run from 0 to {plays.num_users - 1}"
+    else:
+        index = pd.Index(plays.user_labels)
+        rows = [int(i) for i in index.get_indexer(users)]
+        span = f"{len(index):,} user ids, such as {', '.join(map(str, index[:3]))}"
+    for user, row in zip(users, rows):
+        if row < 0:
+            raise data.DataError(f"--recommend_user: user id {user[:80]!r} is not in the data "
+                                 f"({span})")
+    return rows
 
 
 def recommend(model, plays, split, users, top_k, folder, shown=10):
     """Prints each user's most-played artists and top-k recommendations; writes
-    recommendations.csv (user_id, rank, artist_id, artist_name, score) -> that frame."""
-    check_user_ids(users, split.num_users)
+    recommendations.csv (user_id, rank, artist_id, artist_name, score) in the data's own ids
+    -> that frame. `users`: the ids as the user gave them."""
     scorer = models.make_scorer(model)
     all_items = split.sampler.items   # the artists that exist, not gaps in the numbering
-    rows = []
-    for user in users:
+    lines = []
+    for user, row in zip(users, user_rows(users, plays)):
         scores = np.full(split.num_items, -np.inf)
-        scores[all_items] = scorer(np.array([user], np.int32), all_items[None, :])[0]
-        played = split.sampler.played_items(user)
+        scores[all_items] = scorer(np.array([row], np.int32), all_items[None, :])[0]
+        played = split.sampler.played_items(row)
         scores[played] = -np.inf                    # never recommend what the user played
-        top = np.argsort(-scores, kind="stable")[:top_k]
-        mine = plays.user_ids == user
+        top = [item for item in np.argsort(-scores, kind="stable")[:top_k]
+               if np.isfinite(scores[item])]
+        mine = plays.user_ids == row
         favourite = plays.artist_ids[mine][np.argsort(-plays.play_counts[mine], kind="stable")]
         print(f"user {user} played {len(played)} artists; most played: "
               + ", ".join(str(plays.artist_names[a]) for a in favourite[:shown]))
         print(f"top {top_k} recommendations for user {user}:")
         for rank, item in enumerate(top, 1):
-            if np.isfinite(scores[item]):
-                print(f"  {rank:2d}. {plays.artist_names[item]} ({scores[item]:.3f})")
-                rows.append((user, rank, int(item), str(plays.artist_names[item]),
-                             float(scores[item])))
-    frame = pd.DataFrame(rows, columns=["user_id", "rank", "artist_id", "artist_name", "score"])
+            print(f"  {rank:2d}. {plays.artist_names[item]} ({scores[item]:.3f})")
+            lines.append((plays.user_label(row), rank, plays.artist_label(item),
+                          str(plays.artist_names[item]), float(scores[item])))
+    frame = pd.DataFrame(lines, columns=["user_id", "rank", "artist_id", "artist_name", "score"])
     path = os.path.join(folder, "recommendations.csv")
-    files.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, encoding="utf-8"))
+    files.atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False,
+                                                            encoding="utf-8"))
     print(f"recommendations: {path}")
     return frame
 
@@ -144,7 +155,8 @@ def similar_artists(model, plays, name, count=10, folder=None):
     result = []
     for rank, item in enumerate(nearest, 1):
         print(f"  {rank:2d}. {plays.artist_names[item]} ({similarity[item]:.3f})")
-        result.append((int(item), str(plays.artist_names[item]), float(similarity[item])))
+        result.append((plays.artist_label(item), str(plays.artist_names[item]),
+                       float(similarity[item])))
     if folder is not None:
         frame = pd.DataFrame(result, columns=["artist_id", "artist_name", "similarity"])
         frame.insert(0, "rank", np.arange(1, len(frame) + 1))

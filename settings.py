@@ -325,11 +325,9 @@ def check_unused(model, given):
 
 
 def parse_user_list(text):
-    """--recommend_user's text -> user ids, each once, in the order given."""
-    try:
-        users = [int(part) for part in str(text).replace(" ", "").split(",") if part]
-    except ValueError:
+    """--recommend_user's text -> the user ids as written, each once, in the order given; which
+    rows they are is known only once the data is read (`report.user_rows`)."""
+    users = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not users:
         raise SettingError(f"--recommend_user={short(text)} must be user ids like 0 or 0,12,300")
-    if not users or min(users) < 0:
-        raise SettingError(f"--recommend_user={short(text)} must be user ids of 0 or more")
     return list(dict.fromkeys(users))
