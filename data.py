@@ -393,12 +393,12 @@ def _mapped_plays(frames, counts):
     artist_text = _id_text(play_df, PLAY_FILE, "artist_id")
     users, user_labels = pd.factorize(user_text)
     listed = _id_text(artist_df, ARTIST_FILE, "artist_id") if artist_df is not None else None
-    artist_labels = pd.Index(pd.unique(pd.concat([artist_text] + (
-        [listed] if listed is not None else []), ignore_index=True)))
-    artists = artist_labels.get_indexer(artist_text)
+    codes, artist_labels = pd.factorize(pd.concat([artist_text] + (
+        [listed] if listed is not None else []), ignore_index=True))   # one hashing pass
+    artists = codes[:len(artist_text)]
     names = np.array(artist_labels, dtype=object)          # no artists file: names are the ids
     if listed is not None:
-        rows = artist_labels.get_indexer(listed)
+        rows = codes[len(artist_text):]
         listed_names = artist_df["artist_name"].fillna("").astype(str).to_numpy()
         _check_one_name_per_artist(np.array(listed, dtype=object), listed_names,
                                    _where(artist_df, ARTIST_FILE))
@@ -424,14 +424,16 @@ def _id_text(frame, name, column):
     """An id column as text, the way the file writes it; a missing id is refused."""
     values = frame[column]
     where = _where(frame, name)
-    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    missing = values.isna().to_numpy()
+    if values.dtype == object:
+        missing |= (values == "").to_numpy()
     if missing.any():
         row = int(np.argmax(missing))
         raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is missing; "
                         "every row needs an id")
     if pd.api.types.is_float_dtype(values.dtype):   # 7.0 read as a float: written 7 in the file
-        values = values.map(lambda v: str(int(v)) if float(v).is_integer() else repr(v))
-    return values.astype(str).str.strip()
+        return values.map(lambda v: str(int(v)) if float(v).is_integer() else repr(v))
+    return values if values.dtype == object else values.astype(str)
 
 
 def _check_dense_ids(column, sources):
