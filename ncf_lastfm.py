@@ -441,6 +441,16 @@ def compare_table(results, top_k, full):
     return "\n".join(lines), ",".join(columns) + "\n" + "\n".join(rows) + "\n"
 
 
+def recorded_settings(s):
+    """Every setting as metrics.json records it; paths made absolute, so that a --load run from
+    another folder finds the data the model was trained on."""
+    recorded = {name.lower(): getattr(s, name.lower()) for name in DEFAULTS}
+    for key in ("data_dir", "split", "output_dir", "load", "export_split"):
+        if recorded[key]:
+            recorded[key] = os.path.abspath(recorded[key])
+    return recorded
+
+
 def report_run(s, plays, split, model, result, folder):
     """metrics.json, the saved model, plots, recommendations and similar artists."""
     import files
@@ -456,7 +466,7 @@ def report_run(s, plays, split, model, result, folder):
         "eval_seconds": result.get("eval_seconds", 0.0), "history": result["history"],
         "played_negatives": split.played_negatives[0],
         "played_negative_users": split.played_negatives[1],
-        "settings": {name.lower(): getattr(s, name.lower()) for name in DEFAULTS},
+        "settings": recorded_settings(s),
         "version": __version__}
     for key in ("full_hit_ratio", "full_ndcg", "full_users"):
         if key in result:

@@ -118,8 +118,10 @@ class NegativeSampler:
         if (free < k).any():
             raise ValueError(f"a user has fewer than {k} unplayed artists")
         # Users with plenty of unplayed artists: draw k ranks with replacement and redraw the
-        # rows that repeat one (rare when free >> k). Users with few: a random permutation each.
-        crowded = free < 4 * k
+        # rows that repeat one. A row of k draws from `free` has no repeat with probability
+        # about exp(-k**2 / (2 * free)): from k**2 / 12 on that is over 1/400, a few hundred
+        # cheap rounds at worst. Users with fewer: a random permutation each (bounded by k**2).
+        crowded = free < max(4 * k, k * k // 12)
         pending = np.flatnonzero(~crowded)
         while len(pending):
             ranks = (rng.random((len(pending), k)) * free[pending, None]).astype(np.int64)
@@ -127,7 +129,7 @@ class NegativeSampler:
             repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
             result[pending[~repeats]] = ranks[~repeats]
             pending = pending[repeats]
-        for row in np.flatnonzero(crowded):  # bounded: only users with < 4k unplayed artists
+        for row in np.flatnonzero(crowded):
             result[row] = rng.permutation(free[row])[:k]
         items = self._rank_to_item(np.repeat(users, k), result.ravel())
         return items.reshape(len(users), k)

@@ -158,13 +158,16 @@ def typed_value(key, text, default):
         value = text
     if isinstance(default, str) and not isinstance(value, str):
         value = text  # --recommend_user=0,7 and --similar_to=1349 are text
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
     if isinstance(default, float) and isinstance(value, str):
         try:
             value = float(value)   # nan, inf: numbers, refused below as not finite
         except ValueError:
             pass
+    if isinstance(default, float) and type(value) is int:
+        try:
+            value = float(value)
+        except OverflowError:      # an integer beyond any float
+            value = math.inf
     if isinstance(default, tuple) and isinstance(value, (int, list)):
         value = tuple(value) if isinstance(value, list) else (value,)
     if type(value) is not type(default):
