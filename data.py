@@ -262,8 +262,10 @@ def _read_csv(path, name):
     # the first column as the index and shift every other column. With it, a trailing comma is
     # harmless and a first row with extra fields raises a ParserWarning (made an error here); a
     # later one is a ParserError with its line.
+    # keep_default_na=False: "NA", "null" and "nan" are artists' names and ids in the real
+    # data, not missing values; an empty field stays "" and is refused where a value is needed
     options = dict(encoding="utf-8-sig", dtype={"artist_name": str}, index_col=False,
-                   keep_default_na=name != ARTIST_FILE, low_memory=False)
+                   keep_default_na=False, low_memory=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
