@@ -643,6 +643,10 @@ def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=Fals
         source = f"synthetic data at scale {scale:g}"
     elif data_dir:
         plays, source = load_folder(data_dir), data_dir
+    elif dataset in ("lastfm-360k", "lastfm-2k"):   # the public originals, converted once
+        import sources
+        folder = sources.fetch(dataset, root_url if explicit_url else "", cache_dir, log)
+        plays, source = load_folder(folder), f"{dataset} ({folder})"
     else:
         folder = download_csvs(root_url, cache_dir, explicit_url)
         try:

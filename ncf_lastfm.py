@@ -31,8 +31,9 @@ import settings  # noqa: E402
 __version__ = "1.0"
 
 # ---- data ------------------------------------------------------------------------------------
-DATASET = "lastfm"      # lastfm (download ROOT_URL, or read DATA_DIR) | sample (offline) | synthetic
-ROOT_URL = "https://craftsangjae.s3.ap-northeast-2.amazonaws.com/data/"  # the notebook's CSVs
+DATASET = "lastfm"      # lastfm (the notebook's CSVs from ROOT_URL, or DATA_DIR) | lastfm-360k
+                        # | lastfm-2k (the public originals) | sample (offline) | synthetic
+ROOT_URL = "https://craftsangjae.s3.ap-northeast-2.amazonaws.com/data/"  # or a mirror
 DATA_DIR = ""           # a folder with the CSVs: no download
 SCALE = 1.0             # synthetic data size; 1.0 = the 360K files (358,868 users, 17.3M plays)
 SPLIT = ""              # PREFIX of an NCF-paper split (PREFIX.train.rating, .test.rating, ...)

@@ -208,7 +208,7 @@ def check(s):
         parse_user_list(s.recommend_user)
 
 
-CHOICES = {"dataset": ("lastfm", "sample", "synthetic"), "optimizer": ("lazy_adam", "adam", "sgd"),
+CHOICES = {"dataset": ("lastfm", "lastfm-360k", "lastfm-2k", "sample", "synthetic"), "optimizer": ("lazy_adam", "adam", "sgd"),
            "rows": ("play", "pair"), "user_input": ("id", "history"),
            "model": ("mlp", "gmf", "neumf", "bpr", "pop")}
 
@@ -254,7 +254,7 @@ def check_combinations(s):
          f"--pretrain is for --model=neumf (its GMF and MLP towers are trained first); "
          f"--model={s.model} has nothing to pretrain"),
         (bool(s.data_dir) and s.dataset != "lastfm",
-         f"--data_dir is read by --dataset=lastfm; --dataset={s.dataset} makes its data in code "
+         f"--data_dir is read by --dataset=lastfm; --dataset={s.dataset} brings its own data "
          "(drop one of them)"),
         (s.compare and "model" in given,
          f"--compare trains every model (pop, bpr, gmf, mlp, neumf); drop --model={s.model}"),
@@ -263,9 +263,9 @@ def check_combinations(s):
          "trains without validation unless --validation is given"),
         ("scale" in given and s.dataset != "synthetic",
          "--scale sizes --dataset=synthetic only; drop it or add --dataset=synthetic"),
-        ("root_url" in given and (bool(s.data_dir) or s.dataset != "lastfm"),
-         "--root_url is where --dataset=lastfm downloads from; with --data_dir or another "
-         "--dataset nothing is downloaded (drop one of them)"),
+        ("root_url" in given and (bool(s.data_dir) or s.dataset in ("sample", "synthetic")),
+         "--root_url is where --dataset=lastfm, lastfm-360k or lastfm-2k download from; with "
+         "--data_dir or made data nothing is downloaded (drop one of them)"),
         (bool(s.load) and (s.compare or s.pretrain),
          "--load scores one saved model; --compare and --pretrain train new ones (drop one of "
          "them)"),

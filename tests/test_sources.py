@@ -395,3 +395,61 @@ def test_a_second_run_waits_for_the_first_then_finds_the_work_done(site, cache, 
     second.join(timeout=20)
     assert done.is_set() and len(lines) == 1                 # nothing converted
     assert site.requests == ["/" + NAME_2K]                   # nor downloaded again
+
+
+# ---- the command line, end to end --------------------------------------------------------------
+
+def planted_archives(folder):
+    """Both archives holding the same planted plays (150 users, 300 artists), in the originals'
+    formats: 2k with integer ids, 360K with user hashes and artist MBIDs (some left empty)."""
+    plays, artists, _ = data.make_planted(150, 300, 4_000, seed=5)
+    lines = "".join(f"{u + 2}\t{a + 51}\t{n}\n" for u, a, n in plays.itertuples(index=False))
+    names = "".join(f"{a + 51}\t{name}\thttp://www.last.fm/music/x\t\n"
+                    for a, name in artists.itertuples(index=False))
+    write_2k(folder / "hetrec2011-lastfm-2k.zip",
+             user_artists=("userID\tartistID\tweight\n" + lines).encode(),
+             artists=("id\tname\turl\tpictureURL\n" + names).encode())
+    user = [f"{i * 2654435761 % 2**160:040x}" for i in range(150)]
+    mbid = [f"{a:08x}-0000-4000-8000-000000000000" if a % 7 else "" for a in range(300)]
+    rows = "".join(f"{user[u]}\t{mbid[a]}\t{artists.artist_name[a]}\t{n}\n"
+                   for u, a, n in plays.itertuples(index=False))
+    profile = "".join(f"{h}\tf\t22\tGermany\tFeb 1, 2007\n" for h in user)
+    write_360k(folder / "lastfm-dataset-360K.tar.gz", plays=rows, profile=profile)
+    return user
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["lastfm-2k", "lastfm-360k"])
+def test_a_public_dataset_trains_and_recommends_in_its_own_ids(dataset, site, tmp_path,
+                                                                monkeypatch, capsys):
+    import ncf_lastfm
+    users = planted_archives(tmp_path / "site")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))      # the download cache: ~/.keras
+    first = "2" if dataset == "lastfm-2k" else users[0]
+    code = ncf_lastfm.main([f"--dataset={dataset}", f"--root_url={site.url}", "--num_epoch=2",
+                            "--quiet", f"--output_dir={tmp_path / 'out'}",
+                            f"--recommend_user={first}"])
+    out = capsys.readouterr().out
+    assert code == 0 and "hit ratio :" in out
+    folder = tmp_path / "home" / ".keras" / dataset
+    assert (folder / "lastfm_play.csv").exists()
+    with open(tmp_path / "out" / "mlp" / "recommendations.csv", encoding="utf-8") as stream:
+        rows = stream.read().splitlines()[1:]
+    assert len(rows) == 10 and all(row.split(",")[0] == first for row in rows)
+    import pandas as pd
+    converted = pd.read_csv(folder / "lastfm_play.csv", dtype=str, keep_default_na=False)
+    played = set(converted.artist_id[converted.user_id == first])
+    recommended = {row.split(",")[2] for row in rows}
+    assert played and not recommended & played     # ten unplayed artists, in the data's own ids
+
+
+def test_a_public_dataset_without_network_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import ncf_lastfm
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with socket.socket() as probe:          # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = ncf_lastfm.main(["--dataset=lastfm-2k", f"--root_url=http://127.0.0.1:{port}/",
+                            "--quiet", f"--output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "could not download" in err
