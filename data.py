@@ -140,7 +140,7 @@ def load_folder(data_dir, use_cache=True):
                         f"{', '.join(COLUMNS)}")
     paths = {name: os.path.join(data_dir, name) for name in COLUMNS
              if name == PLAY_FILE or os.path.exists(os.path.join(data_dir, name))}
-    if not os.path.isfile(paths[PLAY_FILE]):
+    if not os.path.exists(paths[PLAY_FILE]):
         raise DataError(f"{paths[PLAY_FILE]}: file not found; the folder must hold {PLAY_FILE} "
                         f"(and may hold {ARTIST_FILE} and {USER_FILE})")
     cache_path = os.path.join(data_dir, CACHE_FILE)

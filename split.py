@@ -147,9 +147,10 @@ def write_ncf_split(split, prefix):
 
 def write_together(paths, texts):
     """The three files appear together or not at all: each is written whole under a new name
-    first; the old set is removed before any is renamed into place, so a failure never leaves
-    new files beside old ones (a set that --split would refuse, or worse, accept)."""
-    temporaries = []
+    first; then the old set is moved aside, the new one renamed into place, and the old one
+    removed. A failure on the way puts the old set back, so no run mixes new files with old
+    ones (a set that --split would refuse, or worse, accept)."""
+    temporaries, set_aside, placed = [], [], []
     try:
         for path, text in zip(paths, texts):
             handle, temporary = new_temporary(path)
@@ -158,13 +159,26 @@ def write_together(paths, texts):
                 stream.write(text)
         for path in paths:
             if os.path.lexists(path):
-                os.remove(path)
+                handle, aside = new_temporary(path)
+                os.close(handle)
+                os.replace(path, aside)
+                set_aside.append((aside, path))
         for temporary, path in zip(temporaries, paths):
             os.replace(temporary, path)
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            os.remove(path)
+        for aside, path in set_aside:
+            os.replace(aside, path)
+        set_aside = []
+        raise
     finally:
         for temporary in temporaries:
             if os.path.lexists(temporary):
                 os.remove(temporary)
+        for aside, _ in set_aside:
+            os.remove(aside)
 
 
 def read_ncf_split(prefix, seed, validation=False, replace_played=False):
