@@ -41,6 +41,18 @@ STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overh
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
+class PairwiseCrossentropy(keras.losses.BinaryCrossentropy):
+    """Binary cross-entropy per sample for outputs of shape (n,) (BPR's). Keras' own averages
+    (n,) over its last axis into one scalar, and Keras skips the 1 / replicas scaling of a
+    scalar loss (keras/src/losses/loss.py, `reduce_values`): under MirroredStrategy the
+    replicas' gradients, summed, would be N times too large. As (n, 1) the loss is (n,) per
+    sample, reduced and scaled as every other model's. On one device: the same mean."""
+
+    def call(self, y_true, y_pred):
+        return super().call(ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1))
+
+
+@keras.saving.register_keras_serializable(package="ncf_lastfm")
 class LazyAdam(keras.optimizers.Adam):
     """Adam whose update of a row-sparse gradient (an Embedding table's) touches only its rows.
 
@@ -472,6 +484,8 @@ def load(path):
                                 r"the saved optimizer has 2 variables")
         return keras.models.load_model(path, safe_mode=True,
                                        custom_objects={"LazyAdam": LazyAdam, "LazySGD": LazySGD,
+                                                       "PairwiseCrossentropy":
+                                                       PairwiseCrossentropy,
                                                        "PairDense": PairDense,
                                                        "RowEmbedding": RowEmbedding,
                                                        "UserHistory": UserHistory})

@@ -61,6 +61,10 @@ OPTIMIZER = "lazy_adam" # lazy_adam (embedding rows in the batch only) | adam (t
 VALIDATION = False      # hold out a second artist per user; keep the best epoch's weights
 PATIENCE = 3            # epochs without a better validation hit ratio before stopping
 RESUME = False          # continue from the model folder's last complete epoch
+STRATEGY = "none"       # none (one device) | mirrored (this host's GPUs, or DEVICES logical
+                        # CPUs) | parameter_server (TF_CONFIG's cluster, else 2 workers and 2
+                        # parameter servers in this process): docs/architecture.md
+DEVICES = 2             # mirrored: devices to train on (logical CPUs where there are no GPUs)
 # ---- evaluation ------------------------------------------------------------------------------
 TOP_K = 10              # a hit: the held-out artist among the K best-scored candidates
 NUM_EVAL_NEGATIVES = 99 # unplayed candidates beside each held-out artist
@@ -113,6 +117,14 @@ def main(argv=None):
     if s.quiet:
         os.environ["TQDM_DISABLE"] = "1"   # tqdm >= 4.66 reads it for every bar
     kernels.import_tensorflow_quietly()
+    if s.strategy == "mirrored":            # before TensorFlow sets up its devices
+        import distribute
+        import tensorflow as tf
+        if len(tf.config.list_physical_devices("GPU")) < s.devices:
+            distribute.logical_cpus(s.devices)
+    if s.strategy == "parameter_server":   # connecting resets TensorFlow's context: first
+        import distribute
+        distribute.CLUSTER = distribute.Cluster()
     return run_reporting_errors(s)
 
 
@@ -309,20 +321,15 @@ def train_and_evaluate(s, split, folder, log, loaded=None, pretrained=None):
     (Keras model or None, result dict)."""
     import evaluate
     import models
-    import training
     if s.model == "pop":
         return None, {"model": "pop", **evaluate_popularity(s, split), "best_epoch": 0,
                       "train_seconds": 0.0, "history": []}
     model = loaded if loaded is not None else build(s, split, pretrained)
     log(f"model: {s.model}, {model.count_params():,} weights"
-        + (f" (loaded from {s.load})" if loaded is not None else ""))
+        + (f" (loaded from {s.load})" if loaded is not None else "")
+        + (f", strategy {s.strategy}" if s.strategy != "none" else ""))
     started = time.time()
-    model, history, best_epoch = training.fit(
-        model, split, num_epoch=s.num_epoch, batch_size=s.batch_size, neg_ratio=s.neg_ratio,
-        rows=s.rows, seed=s.seed, top_k=s.top_k, validation=s.validation or s.compare,
-        patience=s.patience, checkpoints=training.Checkpoints(folder, s.model),
-        fingerprint=settings.fingerprint(s, s.model), resume=s.resume,
-        learning_rate=s.learning_rate, bar=not s.quiet and sys.stdout.isatty(), log=log)
+    model, history, best_epoch = train(s, model, split, folder, log)
     train_seconds = time.time() - started
     started = time.time()
     scorer = models.make_scorer(model)
@@ -339,6 +346,46 @@ def train_and_evaluate(s, split, folder, log, loaded=None, pretrained=None):
         f"on {test['num_users']:,} test users (best epoch {best_epoch}, "
         f"train {train_seconds:.1f} s, evaluate {result['eval_seconds']:.1f} s)")
     return model, result
+
+
+def train(s, model, split, folder, log):
+    """Step 4 under the chosen strategy -> (single-device model, history, best epoch)."""
+    import training
+    checkpoints = training.Checkpoints(folder, s.model)
+    fingerprint = settings.fingerprint(s, s.model)
+    if s.strategy == "parameter_server":
+        import distribute
+        trainer = distribute.ParameterServerTrainer(model_spec(s, split), distribute.CLUSTER,
+                                                    initial=model)
+        model, history = distribute.fit_parameter_server(
+            trainer, split, num_epoch=s.num_epoch, batch_size=s.batch_size,
+            neg_ratio=s.neg_ratio, seed=s.seed, top_k=s.top_k, checkpoints=checkpoints,
+            fingerprint=fingerprint, resume=s.resume, log=log)
+        return model, history, len(history)
+    if s.strategy == "mirrored":
+        import distribute
+        spec = model_spec(s, split)
+        mirrored = distribute.build_model(distribute.mirrored_strategy(s.devices), spec)
+        mirrored.set_weights(model.get_weights())
+        model = mirrored
+    model, history, best_epoch = training.fit(
+        model, split, num_epoch=s.num_epoch, batch_size=s.batch_size, neg_ratio=s.neg_ratio,
+        rows=s.rows, seed=s.seed, top_k=s.top_k, validation=s.validation or s.compare,
+        patience=s.patience, checkpoints=checkpoints, fingerprint=fingerprint,
+        resume=s.resume, learning_rate=s.learning_rate,
+        bar=not s.quiet and sys.stdout.isatty(), log=log)
+    if s.strategy == "mirrored":   # evaluation and the saved model are one device's, as ever
+        model = distribute.single_device_copy(model, spec)
+    return model, history, best_epoch
+
+
+def model_spec(s, split):
+    import distribute
+    history = ((split.train_users, split.train_items)
+               if s.user_input == "history" and s.model != "bpr" else None)
+    return distribute.ModelSpec(s.model, split.num_users, split.num_items, s.num_factor,
+                                s.hidden_units, s.l2, s.dropout, s.learning_rate, s.optimizer,
+                                history)
 
 
 def build(s, split, pretrained=None):

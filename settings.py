@@ -208,7 +208,8 @@ def check(s):
         parse_user_list(s.recommend_user)
 
 
-CHOICES = {"dataset": ("lastfm", "lastfm-360k", "lastfm-2k", "sample", "synthetic"), "optimizer": ("lazy_adam", "adam", "sgd"),
+CHOICES = {"strategy": ("none", "mirrored", "parameter_server"),
+           "dataset": ("lastfm", "lastfm-360k", "lastfm-2k", "sample", "synthetic"), "optimizer": ("lazy_adam", "adam", "sgd"),
            "rows": ("play", "pair"), "user_input": ("id", "history"),
            "model": ("mlp", "gmf", "neumf", "bpr", "pop")}
 
@@ -233,6 +234,7 @@ def check_ranges(s):
         ("scale", 0 < s.scale <= 10, "a number in (0, 10]"),
         ("full_ranking_users", s.full_ranking_users >= 0, "an integer of 0 or more"),
         ("seed", 0 <= s.seed < 2 ** 32, "an integer from 0 to 2**32 - 1"),
+        ("devices", 1 <= s.devices <= 64, "an integer from 1 to 64"),
         ("output_dir", s.output_dir.strip() != "", "a folder name"),
     ]
     rules += [(key, getattr(s, key) in options, "one of " + ", ".join(options))
@@ -270,6 +272,7 @@ def check_combinations(s):
          "--load scores one saved model; --compare and --pretrain train new ones (drop one of "
          "them)"),
     ]
+    refusals += strategy_refusals(s)
     wants_model = [f"--{k}" for k in ("recommend_user", "similar_to") if getattr(s, k)]
     refusals.append((bool(wants_model) and (s.compare or (s.model == "pop" and not s.load)),
                      f"{' and '.join(wants_model)} need one model with embeddings; "
@@ -286,6 +289,26 @@ def check_combinations(s):
     for refused, message in refusals:
         if refused:
             raise SettingError(message)
+
+
+def strategy_refusals(s):
+    """What a strategy cannot do, as (refused, message) rows."""
+    server = s.strategy == "parameter_server"
+    return [
+        ("devices" in s.given and s.strategy != "mirrored",
+         "--devices is the number of devices --strategy=mirrored trains on; add it or drop "
+         "--devices"),
+        (s.strategy != "none" and (s.compare or s.pretrain),
+         f"--strategy={s.strategy} trains one model; --compare and --pretrain train several "
+         "(drop one of them)"),
+        (server and s.model == "pop", "--model=pop trains nothing to distribute"),
+        (server and s.user_input == "history",
+         "--strategy=parameter_server shards the tables by rows, and the history input sums "
+         "whole tables: add --user_input=id"),
+        (server and s.validation,
+         "--strategy=parameter_server trains without validation (its updates are "
+         "asynchronous, so epochs are not compared): add --validation=False"),
+    ]
 
 
 def check_paths(s):

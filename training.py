@@ -249,6 +249,9 @@ def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, 
         raise ResumeError("no training pairs: every user with plays to train on has "
                             "played every artist")
     per_step = rows_per_step(labels, batch_size)
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if replicas > 1:   # Keras' mirrored fit needs a first batch that splits evenly (distribute.py)
+        per_step = max(replicas, per_step - per_step % replicas)
     progress = Progress(-(-len(labels) // per_step), bar)
     fitted = model.fit(batched_dataset(inputs, labels, per_step), epochs=epoch + 1,
                        initial_epoch=epoch, verbose=0, shuffle=False,
