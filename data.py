@@ -427,8 +427,8 @@ def _id_text(frame, name, column):
     values = frame[column]
     where = _where(frame, name)
     missing = values.isna().to_numpy()
-    if values.dtype == object:
-        missing |= (values == "").to_numpy()
+    if not pd.api.types.is_numeric_dtype(values.dtype):   # object, or pandas 3's str dtype
+        missing = missing | (values.astype(str) == "").to_numpy()
     if missing.any():
         row = int(np.argmax(missing))
         raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is missing; "

@@ -217,6 +217,8 @@ def run(s):
     # 1. Load data: the CSVs -> listened (user, artist) pairs; 2. split: one held-out artist per
     # user with 99 unplayed candidates (the notebook's hit_ratio_df)
     plays, split = load_and_split(s)
+    if s.split:       # the candidates are the file's: metrics.json records their count
+        s = dataclasses.replace(s, num_eval_negatives=int(split.test_negatives.shape[1]))
     if loaded is not None:
         check_fits(loaded, s.load, split, plays)
     if s.recommend_user:   # checked now, not after an hour of training
@@ -228,7 +230,9 @@ def run(s):
     if s.compare:
         final = next(r for r in compare(s, split, log) if r["model"] == "neumf")
     else:
-        model, final = train_and_evaluate(s, split, folder, log, loaded)
+        pretrained = (pretrain_towers(s, split, log) if s.model == "neumf" and s.pretrain
+                      else None)
+        model, final = train_and_evaluate(s, split, folder, log, loaded, pretrained)
         final["popularity"] = evaluate_popularity(s, split)
         print(f"popularity: HR@{s.top_k} {final['popularity']['hit_ratio']:.3f}, "
               f"NDCG@{s.top_k} {final['popularity']['ndcg']:.3f}")

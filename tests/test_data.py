@@ -140,17 +140,18 @@ def test_an_edit_that_keeps_size_and_modification_time_is_read_not_the_cache(tmp
 
 BAD_CASES = [
     ("missing column", lambda p, a, u: (p.rename(columns={"plays": "count"}), a, u), "missing column 'plays'"),
-    ("non-integer id", lambda p, a, u: (p.assign(user_id=p.user_id.astype(object).where(p.index != 2, "x")), a, u), "'user_id' row 4 is 'x'"),
-    ("fractional id", lambda p, a, u: (p.assign(artist_id=p.artist_id.astype(float).where(p.index != 1, 1.5)), a, u), "'artist_id' row 3 is 1.5"),
-    ("missing id", lambda p, a, u: (p.assign(user_id=p.user_id.astype(float).where(p.index != 0)), a, u), "'user_id' row 2 is missing"),
-    ("negative id", lambda p, a, u: (p.assign(user_id=p.user_id.where(p.index != 3, -4)), a, u), "'user_id' row 5 is -4"),
+    ("fractional artist id not in the artists file", lambda p, a, u: (p.assign(artist_id=p.artist_id.astype(float).where(p.index != 1, 1.5)), a, u), r"artist_id '1.5' \(row 3\) is not in lastfm_artist.csv"),
+    ("text artist id not in the artists file", lambda p, a, u: (p.assign(artist_id=p.artist_id.astype(object).where(p.index != 4, "Björk")), a, u), r"artist_id 'Björk' \(row 6\) is not in lastfm_artist.csv"),
+    pytest.param("missing user id", lambda p, a, u: (p.assign(user_id=p.user_id.astype(float).where(p.index != 0)), a, u), "column 'user_id' row 2 is missing; every row needs an id"),
+    pytest.param("missing artist id", lambda p, a, u: (p.assign(artist_id=p.artist_id.astype(object).where(p.index != 3, "")), a, u), "column 'artist_id' row 5 is missing; every row needs an id"),
     ("unknown artist", lambda p, a, u: (p, a[a.artist_id != 4], u), "artist_id 4 .* is not in lastfm_artist.csv"),
     ("text plays", lambda p, a, u: (p.assign(plays=p.plays.astype(object).where(p.index != 5, "many")), a, u), "'plays' row 7 is 'many'"),
     ("negative plays", lambda p, a, u: (p.assign(plays=p.plays.where(p.index != 6, -2)), a, u), "'plays' row 8 is -2"),
 ]
 
 
-@pytest.mark.parametrize("case, change, message", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize("case, change, message", BAD_CASES,
+                         ids=[c.values[0] if hasattr(c, "values") else c[0] for c in BAD_CASES])
 def test_bad_csv_is_refused_with_a_message_naming_file_column_and_value(tmp_path, case, change, message):
     folder = write_csvs(tmp_path, *change(*tiny_frames()))
     with pytest.raises(data.DataError, match=message) as caught:
@@ -158,30 +159,77 @@ def test_bad_csv_is_refused_with_a_message_naming_file_column_and_value(tmp_path
     assert "\n" not in str(caught.value)
 
 
-def test_missing_and_empty_files_are_refused(tmp_path):
+@pytest.mark.parametrize("name, change, message", [
+    (data.USER_FILE, "empty", "lastfm_user.csv: the file is empty"),
+    (data.ARTIST_FILE, "empty", "lastfm_artist.csv: the file is empty"),
+    (data.PLAY_FILE, "empty", "lastfm_play.csv: the file is empty"),
+    (data.PLAY_FILE, "removed", r"lastfm_play.csv: file not found; the folder must hold "
+                                r"lastfm_play.csv \(and may hold lastfm_artist.csv and "
+                                r"lastfm_user.csv\)"),
+])
+def test_missing_and_empty_files_are_refused(tmp_path, name, change, message):
     folder = write_csvs(tmp_path, *tiny_frames())
-    open(os.path.join(folder, data.USER_FILE), "w").close()
-    with pytest.raises(data.DataError, match="lastfm_user.csv: the file is empty"):
+    if change == "empty":
+        open(os.path.join(folder, name), "w").close()
+    else:
+        os.remove(os.path.join(folder, name))
+    with pytest.raises(data.DataError, match=message) as caught:
         data.load_folder(folder, use_cache=False)
-    os.remove(os.path.join(folder, data.USER_FILE))
-    with pytest.raises(data.DataError, match="lastfm_user.csv: file not found"):
-        data.load_folder(folder, use_cache=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_folder_that_is_not_there_is_refused(tmp_path):
     with pytest.raises(data.DataError, match="is not a folder"):
-        data.load_folder(os.path.join(folder, "nowhere"))
+        data.load_folder(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("removed", [[data.USER_FILE], [data.ARTIST_FILE],
+                                     [data.USER_FILE, data.ARTIST_FILE]])
+def test_only_the_plays_file_is_required(tmp_path, removed):
+    folder = write_csvs(tmp_path, *tiny_frames())
+    whole = data.load_folder(folder, use_cache=False)
+    for name in removed:
+        os.remove(os.path.join(folder, name))
+    plays = data.load_folder(folder, use_cache=False)
+    assert np.array_equal(plays.user_ids, whole.user_ids)
+    assert np.array_equal(plays.artist_ids, whole.artist_ids)
+    assert np.array_equal(plays.play_counts, whole.play_counts)
+    if data.ARTIST_FILE in removed:          # no names: an artist is named by its id
+        assert [plays.artist_names[a] for a in np.unique(plays.artist_ids)] == \
+            [str(a) for a in np.unique(plays.artist_ids)]
+    else:
+        assert list(plays.artist_names) == list(whole.artist_names)
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["user_id", "artist_id", "plays"]), st.integers(0, 8),
        st.one_of(st.text(alphabet="abcxyz!?", min_size=1, max_size=5), st.integers(-1000, -1),
                  st.floats(0.1, 0.9), st.just("")))
-def test_any_invalid_cell_gives_the_documented_error(tmp_path_factory, column, row, bad):
+def test_any_cell_is_read_as_documented_or_refused_naming_its_row(tmp_path_factory, column,
+                                                                  row, bad):
+    """plays: a number of 0 or more (a fraction is one); an id: any text or number, and a
+    played artist must be named in the artists file. (A missing id: BAD_CASES.)"""
+    if bad == "" and column != "plays":
+        return
     play, artist, user = tiny_frames()
     play = play.astype(object)
     play.loc[row, column] = bad
-    if column == "plays" and isinstance(bad, float):
-        return  # fractional plays are a valid number
     folder = write_csvs(tmp_path_factory.mktemp("bad"), play, artist, user)
-    with pytest.raises(data.DataError, match=f"lastfm_play.csv: column '{column}' row {row + 2}"):
+    if column == "plays" and isinstance(bad, float):
+        assert data.load_folder(folder, use_cache=False).play_counts.sum() > 0
+        return  # fractional plays are a valid number
+    if column == "user_id" and bad != "":     # another kind of id: mapped, and kept for outputs
+        plays = data.load_folder(folder, use_cache=False)
+        assert plays.user_labels is not None and str(bad) in set(plays.user_labels)
+        assert len(plays.user_labels) == plays.num_users == len(set(play.user_id.astype(str)))
+        return
+    if bad == "":
+        message = rf"column 'plays' row {row + 2} is missing"
+    elif column == "artist_id":
+        message = rf"artist_id '{re.escape(str(bad))}' \(row {row + 2}\) is not in lastfm_artist.csv"
+    else:
+        message = rf"column 'plays' row {row + 2} is '?{re.escape(str(bad))}'?; expected a number"
+    with pytest.raises(data.DataError, match=f"lastfm_play.csv: {message}"):
         data.load_folder(folder, use_cache=False)
 
 
@@ -202,23 +250,34 @@ def test_paper_format_round_trip(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Inputs an audit found to end in a traceback, a memory error or a silent wrong answer
 
-@pytest.mark.parametrize("column, largest, message", [
-    ("artist_id", 10**14, r"lastfm_play.csv: artist_id 100,000,000,000,000 \(row 3\) is far "
-                          r"beyond the 6 distinct artist_ids; .* renumber the ids 0..5"),
-    ("user_id", 10**14, r"lastfm_play.csv: user_id 100,000,000,000,000 \(row 10\) is far "
-                        r"beyond the 4 distinct user_ids; .* renumber the ids 0..3"),
-    ("artist_id", 1060, "artist_id 1,060"),   # 1061 rows > 10 * 6 distinct + 1000
+@pytest.mark.parametrize("column, largest", [
+    ("artist_id", 10**14), ("user_id", 10**14),
+    ("artist_id", 1060),                        # 1061 rows > 10 * 6 distinct + 1000
+    ("user_id", 2**63),                         # beyond int64 (pandas reads it as uint64)
+    ("user_id", -4),
 ])
-def test_ids_too_sparse_for_a_table_are_refused_before_it_is_made(tmp_path, column, largest,
-                                                                  message):
+def test_ids_too_sparse_for_a_table_are_mapped_to_rows_not_given_one_each(tmp_path, column,
+                                                                          largest):
+    # the model and the samplers keep a row for every id up to the largest: 10**14 would ask
+    # for 10**14 rows; mapped, the tables have one row per distinct id and outputs the id itself
     play, artist, user = tiny_frames()
     if column == "artist_id":  # artist 5 (unplayed) becomes `largest`, played by user 0
         artist.loc[5, "artist_id"] = play.loc[1, "artist_id"] = largest
     else:                      # user 3 (one play) becomes `largest`
+        play, user = play.astype({"user_id": object}), user.astype({"user_id": object})
         user.loc[3, "user_id"] = play.loc[8, "user_id"] = largest
-    folder = write_csvs(tmp_path, play, artist, user)
-    with pytest.raises(data.DataError, match=message):
-        data.load_folder(folder, use_cache=False)
+    plays = data.load_folder(write_csvs(tmp_path, play, artist, user), use_cache=False)
+    plain = data.frames_to_plays(*tiny_frames())
+    labels = plays.artist_labels if column == "artist_id" else plays.user_labels
+    assert len(labels) == (plays.num_artists if column == "artist_id" else plays.num_users)
+    assert str(largest) in set(labels)
+    assert plays.num_users == 4 and plays.num_artists == 6 and len(plays.user_ids) == 9
+    if column == "artist_id":                # the renamed artist keeps its name
+        row = list(labels).index(str(largest))
+        assert plays.artist_names[row] == "a5"
+        played_by_0 = {plays.artist_label(a) for a in plays.artist_ids[plays.user_ids == 0]}
+        assert played_by_0 == {"0", str(largest), "2"}
+    assert sorted(plays.play_counts) == sorted(plain.play_counts)
 
 
 def test_gaps_in_ids_within_ten_times_the_count_plus_1000_are_accepted(tmp_path):
@@ -248,16 +307,32 @@ def test_a_row_with_more_fields_than_the_header_is_refused_a_trailing_comma_is_n
     assert np.array_equal(plays.artist_ids, expected.artist_ids)
 
 
-def test_a_row_with_extra_fields_and_a_field_beyond_the_csv_limit_is_one_clean_error(tmp_path):
-    folder = write_csvs(tmp_path, *tiny_frames())            # was a csv.Error traceback
+@pytest.mark.parametrize("size, message", [
+    (90_000, r"lastfm_play.csv: row 2 has 5 fields but the header has 3; remove the extra fields"),
+    (200_000, r"lastfm_play.csv: line 2 is longer than 100,000 bytes"),   # was a csv.Error
+])                                                                        # traceback
+def test_a_row_with_extra_fields_and_a_long_field_is_one_clean_error(tmp_path, size, message):
+    folder = write_csvs(tmp_path, *tiny_frames())
     path = os.path.join(folder, data.PLAY_FILE)
     lines = open(path).read().splitlines()
-    lines[1] += "," + "A" * 200_000 + ",y"
+    lines[1] += "," + "A" * size + ",y"
     with open(path, "w") as stream:
         stream.write("\n".join(lines) + "\n")
-    with pytest.raises(data.DataError, match=r"lastfm_play.csv: .*remove the extra fields") as caught:
+    with pytest.raises(data.DataError, match=message) as caught:
         data.load_folder(folder, use_cache=False)
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 1000
+
+
+def test_a_line_over_the_limit_is_refused_before_it_is_parsed_anywhere_in_the_file(tmp_path):
+    folder = write_csvs(tmp_path, *tiny_frames())
+    path = os.path.join(folder, data.PLAY_FILE)
+    lines = open(path).read().splitlines()
+    lines[7] = lines[7][:2] + "9" * 100_001          # one number, longer than any line may be
+    with open(path, "w") as stream:
+        stream.write("\n".join(lines) + "\n")
+    with pytest.raises(data.DataError, match=r"lastfm_play.csv: line 8 is longer than 100,000 "
+                                             r"bytes"):
+        data.load_folder(folder, use_cache=False)
 
 
 def test_an_artist_id_with_two_names_is_refused_and_the_same_name_twice_is_not(tmp_path):
@@ -464,7 +539,6 @@ def test_a_column_named_twice_in_a_header_is_refused(tmp_path, name, header, mes
     ("plays", "1e20", r"1e\+20"),
     ("plays", "100000000000000000000", "100000000000000000000"),
     ("plays", "18446744073709551615", "18446744073709551615"),   # was 'is -1' (uint64 wrapped)
-    ("user_id", "9223372036854775808", "9223372036854775808"),
 ])
 def test_a_number_beyond_int64_is_out_of_range_not_not_a_number(tmp_path, column, bad, shown):
     play, artist, user = tiny_frames()
@@ -577,17 +651,31 @@ def test_split_digest_is_the_same_read_back_with_or_without_validation_and_not_a
     assert split_digest(leave_one_out(plays, 5, seed=1)) != digest
 
 
-def test_split_negative_the_user_played_names_the_line_user_and_item(tmp_path):
+def test_split_negatives_the_user_played_are_scored_as_given_and_counted_or_replaced(tmp_path):
+    # published files of papers that built on NCF list some played items (or the held-out
+    # item) as negatives, and their tables were scored so
     prefix, lines = small_split(tmp_path)
-    user, _ = lines[".test.rating"][3].split("\t")[:2]
+    test = [line.split("\t") for line in lines[".test.rating"]]
+    user, held_out = test[3][:2]
     played = next(l.split("\t")[1] for l in lines[".train.rating"] if l.split("\t")[0] == user)
     negative = lines[".test.negative"]
     fields = negative[3].split("\t")
-    fields[2] = played
+    fields[2], fields[4] = played, held_out
     rewrite(prefix + ".test.negative", negative[:3] + ["\t".join(fields)] + negative[4:])
-    with pytest.raises(data.DataError, match=rf"s.test.negative: line 4 lists item {played}, "
-                                             rf"which user {user} played, as a negative"):
-        read_ncf_split(prefix, seed=0)
+    _, plain = read_ncf_split(str(small_split(tmp_path / "plain")[0]), seed=0)
+    _, given = read_ncf_split(prefix, seed=0)
+    assert given.played_negatives == (2, 1) and not given.replaced_negatives
+    assert given.test_negatives[3].tolist() == [int(f) for f in fields[1:]]
+    assert np.array_equal(np.delete(given.test_negatives, 3, 0), np.delete(plain.test_negatives, 3, 0))
+    _, replaced = read_ncf_split(prefix, seed=0, replace_played=True)
+    assert replaced.played_negatives == (2, 1) and replaced.replaced_negatives
+    row = replaced.test_negatives[3]
+    assert len(set(row.tolist())) == len(row) and int(held_out) not in row
+    assert not replaced.sampler.is_played(np.full(len(row), int(user)), row).any()
+    kept = [i for i in (1, 3, 5) if i < len(fields)]
+    assert [row[i - 1] for i in kept] == [int(fields[i]) for i in kept]   # the others as listed
+    assert np.array_equal(np.delete(replaced.test_negatives, 3, 0),
+                          np.delete(given.test_negatives, 3, 0))
 
 
 def test_split_negative_file_with_a_byte_order_mark_is_read(tmp_path):
@@ -599,15 +687,18 @@ def test_split_negative_file_with_a_byte_order_mark_is_read(tmp_path):
     assert np.array_equal(split.test_negatives, plain.test_negatives)
 
 
-@pytest.mark.parametrize("file, column", [(data.PLAY_FILE, "artist_id"),
-                                          (data.USER_FILE, "user_id")])
-def test_csv_messages_name_the_files_line_after_empty_lines(tmp_path, file, column):
+@pytest.mark.parametrize("column, value, message", [
+    ("artist_id", "abc", r"artist_id 'abc' \(row 10\) is not in lastfm_artist.csv"),
+    pytest.param("user_id", "", r"column 'user_id' row 10 is missing"),
+    ("plays", "abc", r"column 'plays' row 10 is 'abc'"),
+])
+def test_csv_messages_name_the_files_line_after_empty_lines(tmp_path, column, value, message):
     folder = tmp_path / "csv"
     write_csvs(folder, *data.make_planted(20, 30, 200, seed=0))
-    lines = (folder / file).read_text().splitlines()
+    lines = (folder / data.PLAY_FILE).read_text().splitlines()
     fields = lines[7].split(",")
-    fields[lines[0].split(",").index(column)] = "abc"
+    fields[lines[0].split(",").index(column)] = value
     lines = lines[:2] + ["", ""] + lines[2:7] + [",".join(fields)] + lines[8:]   # now line 10
-    (folder / file).write_text("\n".join(lines) + "\n")
-    with pytest.raises(data.DataError, match=rf"column '{column}' row 10 is 'abc'"):
+    (folder / data.PLAY_FILE).write_text("\n".join(lines) + "\n")
+    with pytest.raises(data.DataError, match="lastfm_play.csv: " + message):
         data.load_folder(str(folder), use_cache=False)

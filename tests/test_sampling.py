@@ -116,6 +116,8 @@ def test_ids_that_are_gaps_in_the_numbering_are_never_drawn_nor_played(case, dra
     users = np.array([u for u, _ in sorted(pairs)], np.int32)
     items = np.array([i for _, i in sorted(pairs)], np.int32)
     sampler = sampling.NegativeSampler(users, items, 5, num_items, existing)
+    sorted_calls, lookup = [], sampler._sorted_lookup
+    sampler._sorted_lookup = lambda queries: sorted_calls.append(len(queries)) or lookup(queries)
     gaps = np.setdiff1d(np.arange(num_items), existing)
     rng = np.random.default_rng(draw.draw(st.integers(0, 2**31)))
     for user in range(5):
@@ -125,8 +127,11 @@ def test_ids_that_are_gaps_in_the_numbering_are_never_drawn_nor_played(case, dra
         assert not sampler.is_played(np.full(len(gaps), user), gaps).any()
         if not unplayed:
             continue
-        for query in (np.full(300, user), np.full(200_000, user)):   # unsorted and sorted paths
+        # the unsorted path, and the sorted one (from 100,000 sorted users on)
+        for query, path in ((np.full(300, user), "unsorted"), (np.full(100_000, user), "sorted")):
+            del sorted_calls[:]
             drawn = sampler.sample(query, rng)
+            assert bool(sorted_calls) == (path == "sorted")
             assert set(drawn) <= unplayed
             if len(unplayed) <= 5:
                 assert set(drawn) == unplayed
