@@ -523,11 +523,10 @@ def _user_rows(model, prefix):
                   "count": tf.constant(count), "num_items": layer.num_items}
 
 
-def make_scorer(model):
-    """-> score(users (n,), items (n, c)) -> np.ndarray (n, c), the model's probabilities (or,
-    for BPR, its score). Exact up to float rounding: it is the model's own arithmetic, reordered.
-    With `UserHistory`, pairs whose artist the user played (never a candidate in evaluation)
-    are scored again with that artist left out of the user's sum, as the model does."""
+def _scorer_parts(model):
+    """The model's weights as the scorer uses them -> (parts, history towers, GMF size): the
+    first Dense layer split into a user half per user and an artist half per artist, computed
+    once here rather than once per pair."""
     name = model.name
     parts, history = {}, {}
     if name in ("mlp", "neumf"):
@@ -555,7 +554,15 @@ def make_scorer(model):
         kernel, bias = _weights(model, "prediction")
         parts["out_kernel"], parts["out_bias"] = tf.constant(kernel[:, 0]), tf.constant(bias[0])
     gmf_dim = int(parts["gmf_user"].shape[1]) if "gmf_user" in parts else 0
-    history = {tower: part for tower, part in history.items() if part is not None}
+    return parts, {tower: part for tower, part in history.items() if part is not None}, gmf_dim
+
+
+def make_scorer(model):
+    """-> score(users (n,), items (n, c)) -> np.ndarray (n, c), the model's probabilities (or,
+    for BPR, its score). Exact up to float rounding: it is the model's own arithmetic, reordered.
+    With `UserHistory`, pairs whose artist the user played (never a candidate in evaluation)
+    are scored again with that artist left out of the user's sum, as the model does."""
+    parts, history, gmf_dim = _scorer_parts(model)
 
     def logits(mlp_half, gmf_vector, items):
         """mlp_half (n, h1) and gmf_vector (n, d), the user's; items (n, c) -> (n, c)."""
