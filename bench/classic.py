@@ -15,7 +15,7 @@ Out: one table on stdout: for each method HR@K, NDCG@K and the seconds it took (
      scoring, not reading the files). Refuses in one line, exit code 2: a missing or malformed
      file, a K larger than the negatives, EASE on more items than --max_ease_items.
 
-Definitions: those of ../shared/tools/peers_bench.py (the tool the docs' classic figures come
+Definitions: those of peers_bench.py, the external tool (kept outside this repository) the docs' classic figures come
 from), so this script reproduces its ItemPop, ItemKNN-cos and EASE rows on the same split.
   X        the binary user x item matrix of the training pairs; users and items are numbered
            0 .. largest id in any of the three files.

@@ -1,6 +1,5 @@
 """bench/paired.py: the classic methods it rebuilds, and the paired difference it reports;
 bench/quality.py's command line (its runs take minutes, so they run as a benchmark)."""
-import ast
 import os
 import subprocess
 import sys
@@ -8,42 +7,14 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import help_of
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import paired  # noqa: E402
 import quality  # noqa: E402
 from split import leave_one_out, write_ncf_split  # noqa: E402
 
-NEVER_IMPORTED = {"ncf_lastfm", "classic", "movielens", "paired", "quality", "speed", "step_time"}
-
-
-def help_of(script):
-    """`python bench/SCRIPT --help`'s options -> {"--name": its help on one line}, once the
-    script is found to import neither another bench script nor ncf_lastfm, and to read no
-    environment variable."""
-    path = os.path.join(ROOT, "bench", script)
-    with open(path, encoding="utf-8") as stream:
-        source = stream.read()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & NEVER_IMPORTED
-    assert "environ.get" not in source and "getenv" not in source
-    process = subprocess.run([sys.executable, path, "--help"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
-    assert process.returncode == 0, process.stderr
-    assert "/tmp" not in process.stdout and "../" not in process.stdout
-    options = {}
-    for line in process.stdout.partition("\noptions:\n")[2].splitlines():
-        if line.startswith("  -"):
-            name = line.split()[0].rstrip(",")
-            options[name] = line
-        elif line.startswith("   ") and options:
-            options[name] += line
-    return {name: " ".join(text.split()) for name, text in options.items()}
 
 
 def saved_model(folder, split, num_users=None):
