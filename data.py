@@ -346,13 +346,8 @@ def _rows_as_ids(frames):
         if not pd.api.types.is_integer_dtype(values.dtype) or (values < 0).any() \
                 or (values > INT64_MAX).any():
             return False
-    for column in ("user_id", "artist_id"):
-        ids = np.concatenate([frame[c].to_numpy(np.int64) for frame, c in columns if c == column])
-        size = int(ids.max(initial=-1)) + 1
-        if size > min(10 * len(ids) + 1000, MAX_TABLE_ROWS) or \
-                size > 10 * len(_sorted_unique(ids)) + 1000:
-            return False
-    return True
+    return all(_dense_enough([frame[c].to_numpy(np.int64) for frame, c in columns
+                              if c == column])[0] for column in ("user_id", "artist_id"))
 
 
 def _numbered_plays(frames, counts):
@@ -438,20 +433,29 @@ def _id_text(frame, name, column):
     return values if values.dtype == object else values.astype(str)
 
 
-def _check_dense_ids(column, sources):
-    """Refuses ids far sparser than 0..n-1: the model and the samplers keep a row for every id up
-    to the largest, so 2 ids of which one is 10**14 would ask for 10**14 rows. Allowed: largest
-    id + 1 <= 10 * (distinct ids) + 1000, and < 2**31. Ids are 0 or more. `sources`: (file,
-    ids, place) with place(index) naming where ids[index] is, as "row 5"."""
-    size = max(int(ids.max(initial=-1)) for _, ids, _ in sources) + 1
-    if size <= min(10 * sum(len(ids) for _, ids, _ in sources) + 1000, MAX_TABLE_ROWS):
+def _dense_enough(arrays, count=False):
+    """Ids 0 or more that are dense enough to be table rows (the model and the samplers keep a
+    row for every id up to the largest): largest + 1 <= 10 * distinct + 1000, and < 2**31 ->
+    (dense?, table size, distinct ids; with `count`, also where that is plainly too sparse)."""
+    size = max(int(ids.max(initial=-1)) for ids in arrays) + 1
+    if size <= min(10 * sum(len(ids) for ids in arrays) + 1000, MAX_TABLE_ROWS):
         seen = np.zeros(size, bool)  # small: at most 10 entries per id given, plus 1000
-        for _, ids, _ in sources:
+        for ids in arrays:
             seen[ids] = True
         distinct = int(seen.sum())
-    else:  # too sparse even if every id given were distinct: count them only for the message
-        distinct = len(_sorted_unique(np.concatenate([ids for _, ids, _ in sources])))
-    if size <= min(10 * distinct + 1000, MAX_TABLE_ROWS):
+    elif count:  # too sparse even if every id given were distinct: counted for a message only
+        distinct = len(_sorted_unique(np.concatenate(arrays)))
+    else:
+        return False, size, None
+    return size <= min(10 * distinct + 1000, MAX_TABLE_ROWS), size, distinct
+
+
+def _check_dense_ids(column, sources):
+    """Refuses ids far sparser than 0..n-1 (`_dense_enough`): 2 ids of which one is 10**14
+    would ask for 10**14 rows. `sources`: (file, ids, place) with place(index) naming where
+    ids[index] is, as "row 5"."""
+    dense, size, distinct = _dense_enough([ids for _, ids, _ in sources], count=True)
+    if dense:
         return
     where, ids, place = next(source for source in sources
                              if source[1].max(initial=-1) == size - 1)

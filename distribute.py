@@ -151,8 +151,7 @@ def rows_per_step(labels, batch_size, strategy):
     size ("Inputs to operation AddN of type AddN must have the same size and shape. Input 0:
     [26,5] != input 1: [25,5]"): 256 samples of 1 + 4 are 51 rows, cut 26 + 25. Only the first
     batch matters; a short last batch trains as usual."""
-    rows, replicas = training.rows_per_step(labels, batch_size), strategy.num_replicas_in_sync
-    return max(replicas, rows - rows % replicas)
+    return training.rows_per_step(labels, batch_size, strategy.num_replicas_in_sync)
 
 
 def build_model(strategy, spec):

@@ -396,6 +396,24 @@ def _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rat
     return model
 
 
+def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8)):
+    """The notebook's model as it wrote it: Keras' Embedding, Concatenate, Dense layers and
+    Adam; one (user, artist) pair per sample. Layer names match build_model("mlp"). The bench
+    scripts measure the project's pipeline against it; the product never trains it."""
+    user = keras.Input(shape=(), name="user", dtype="int32")
+    item = keras.Input(shape=(), name="item", dtype="int32")
+    hidden = layers.Concatenate()([layers.Embedding(num_users, embedding_dim,
+                                                    name="user_embedding")(user),
+                                   layers.Embedding(num_items, embedding_dim,
+                                                    name="item_embedding")(item)])
+    for number, units in enumerate(hidden_units, 1):
+        hidden = layers.Dense(units, activation="relu", name=f"hidden_{number}")(hidden)
+    output = layers.Dense(1, activation="sigmoid", name="prediction")(hidden)
+    model = keras.Model([user, item], output, name="notebook_mlp")
+    model.compile(keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def make_optimizer(kind, learning_rate):
     if kind == "lazy_adam":
         return LazyAdam(learning_rate)

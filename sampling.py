@@ -175,3 +175,10 @@ def pairwise_set(train_users, train_items, sampler, rng):
     negatives = sampler.sample(users, rng)
     order = rng.permutation(len(users))
     return users[order].astype(np.int32), positives[order].astype(np.int32), negatives[order]
+
+
+def flat_pairs(inputs, labels, rng):
+    """An epoch's rows of a play and its negatives -> the notebook's one (user, artist) pair per
+    sample, shuffled as its model.fit(shuffle=True) would, items and labels flat (n * c,)."""
+    users, items, flat = one_pair_per_row(inputs["user"], inputs["item"], labels, rng)
+    return {"user": users, "item": items[:, 0]}, flat[:, 0]

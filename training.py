@@ -43,11 +43,13 @@ def seed_everything(seed):
     keras.utils.set_random_seed(seed)
 
 
-def rows_per_step(labels, batch_size):
+def rows_per_step(labels, batch_size, replicas=1):
     """BATCH_SIZE counts samples, (user, artist) pairs; a pointwise row holds 1 + NEG_RATIO of
-    them -> how many rows make one step (at least one)."""
+    them -> how many rows make one step (at least one, no more than the data), a multiple of
+    `replicas`: Keras' mirrored fit needs a first batch that splits evenly (distribute.py)."""
     per_row = labels.shape[1] if labels.ndim == 2 else 1
-    return max(1, min(len(labels), batch_size // per_row))   # no batch larger than the data
+    rows = max(1, min(len(labels), batch_size // per_row))   # no batch larger than the data
+    return max(replicas, rows - rows % replicas)
 
 
 def batched_dataset(inputs, labels, batch_size):
@@ -248,10 +250,7 @@ def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, 
     if len(labels) == 0:
         raise ResumeError("no training pairs: every user with plays to train on has "
                             "played every artist")
-    per_step = rows_per_step(labels, batch_size)
-    replicas = model.distribute_strategy.num_replicas_in_sync
-    if replicas > 1:   # Keras' mirrored fit needs a first batch that splits evenly (distribute.py)
-        per_step = max(replicas, per_step - per_step % replicas)
+    per_step = rows_per_step(labels, batch_size, model.distribute_strategy.num_replicas_in_sync)
     progress = Progress(-(-len(labels) // per_step), bar)
     fitted = model.fit(batched_dataset(inputs, labels, per_step), epochs=epoch + 1,
                        initial_epoch=epoch, verbose=0, shuffle=False,

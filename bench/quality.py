@@ -4,7 +4,7 @@ Run from the repository root (`--help` lists the options; docs/results.md has th
     python bench/quality.py --data_dir=lastfm-2k [--seeds=1,2,3] [--num_epoch=10]
 
 For each seed S, on the split `python ncf_lastfm.py --seed=S` makes (leave_one_out):
-  notebook   the notebook's model as it wrote it (notebook_model below: Keras' Embedding,
+  notebook   the notebook's model as it wrote it (models.notebook_model: Keras' Embedding,
              Concatenate, Dense, dense Adam 1e-3), one (user, artist) pair per sample,
              shuffled, from_tensor_slices(...).batch(1024), fresh negatives each epoch
              (training.epoch_data, NEG_RATIO 4), scored with evaluate.hit_ratio_at_k.
@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import sampling  # noqa: E402
 from split import leave_one_out  # noqa: E402
 
 NEG_RATIO, BATCH_SIZE, TOP_K, NUM_EVAL_NEGATIVES = 4, 1024, 10, 99   # the notebook's
@@ -62,45 +63,20 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8)):
-    """The notebook's model as it wrote it: Keras' Embedding, Concatenate, Dense layers and
-    Adam; one (user, artist) pair per sample. Layer names match models.build_model("mlp")."""
-    import keras
-    from keras import layers
-    user = keras.Input(shape=(), name="user", dtype="int32")
-    item = keras.Input(shape=(), name="item", dtype="int32")
-    hidden = layers.Concatenate()([layers.Embedding(num_users, embedding_dim,
-                                                    name="user_embedding")(user),
-                                   layers.Embedding(num_items, embedding_dim,
-                                                    name="item_embedding")(item)])
-    for number, units in enumerate(hidden_units, 1):
-        hidden = layers.Dense(units, activation="relu", name=f"hidden_{number}")(hidden)
-    output = layers.Dense(1, activation="sigmoid", name="prediction")(hidden)
-    model = keras.Model([user, item], output, name="notebook_mlp")
-    model.compile(keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def flat_samples(inputs, labels, rng):
-    """Rows of a play and its negatives -> the notebook's one pair per sample, shuffled as
-    its model.fit(shuffle=True) would (sampling.one_pair_per_row, items and labels flat)."""
-    import sampling
-    users, items, flat = sampling.one_pair_per_row(inputs["user"], inputs["item"], labels, rng)
-    return {"user": users, "item": items[:, 0]}, flat[:, 0]
-
-
 def notebook_run(plays, seed, num_epoch):
     """The notebook's pipeline on the project's split -> {"hit_ratio", "ndcg", "seconds"}."""
     import tensorflow as tf
     import evaluate
+    import models
     import training
     split = leave_one_out(plays, NUM_EVAL_NEGATIVES, seed)
     training.seed_everything(seed)
-    model = notebook_model(split.num_users, split.num_items)
+    model = models.notebook_model(split.num_users, split.num_items)
     started = time.time()
     for epoch in range(num_epoch):
-        inputs, labels = flat_samples(*training.epoch_data("mlp", split, NEG_RATIO, seed, epoch),
-                                      rng=np.random.default_rng([seed, 3, epoch]))
+        inputs, labels = sampling.flat_pairs(
+            *training.epoch_data("mlp", split, NEG_RATIO, seed, epoch),
+            rng=np.random.default_rng([seed, 3, epoch]))
         model.fit(tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(BATCH_SIZE),
                   verbose=0)
     seconds = time.time() - started

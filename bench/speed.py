@@ -17,11 +17,11 @@ Measured (each row of the table says how: timed in full, or a slice timed and ex
                                       (a sample is one (user, artist) pair); the median of
                                       WINDOWS timed windows, at each batch size of TRAIN_PLAN;
                                       train_samples_per_s is the best batch size's
-  naive_train_samples_per_s           notebook_model(): Keras' Embedding, Dense and Adam, one
+  naive_train_samples_per_s           models.notebook_model(): Keras' Embedding, Dense and Adam, one
                                       pair per sample, from_tensor_slices(...).batch(1024)
   eval_pairs_per_s                    models.make_scorer + evaluate.hit_ratio_at_k, all users
   naive_eval_pairs_per_s              the notebook's loop, two model.predict calls per user, on
-                                      notebook_model() holding the trained model's weights
+                                      models.notebook_model() holding the trained model's weights
   peak_rss_mb                         resource.getrusage(RUSAGE_SELF).ru_maxrss of this process
 The last line of output is one JSON object with every number.
 """
@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 import data  # noqa: E402  (pandas and NumPy only: the stages that need TensorFlow import it)
 import kernels  # noqa: E402
+import sampling  # noqa: E402
 from split import leave_one_out  # noqa: E402
 
 FULL_SIZES = (358_868, 160_112, 17_302_623)   # users, artists, plays at scale 1.0
@@ -228,42 +229,16 @@ def time_project_training(split, inputs, labels, batch_size, warm_steps, timed_s
     return {"batch_size": batch_size, **measured}, model
 
 
-def notebook_model(num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8)):
-    """The notebook's model as it wrote it: Keras' Embedding, Concatenate, Dense layers and
-    Adam; one (user, artist) pair per sample. Layer names match models.build_model("mlp")."""
-    import keras
-    from keras import layers
-    user = keras.Input(shape=(), name="user", dtype="int32")
-    item = keras.Input(shape=(), name="item", dtype="int32")
-    hidden = layers.Concatenate()([layers.Embedding(num_users, embedding_dim,
-                                                    name="user_embedding")(user),
-                                   layers.Embedding(num_items, embedding_dim,
-                                                    name="item_embedding")(item)])
-    for number, units in enumerate(hidden_units, 1):
-        hidden = layers.Dense(units, activation="relu", name=f"hidden_{number}")(hidden)
-    output = layers.Dense(1, activation="sigmoid", name="prediction")(hidden)
-    model = keras.Model([user, item], output, name="notebook_mlp")
-    model.compile(keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def flat_samples(inputs, labels, rng=None):
-    """Rows of a play and its negatives -> the notebook's one pair per sample, shuffled as
-    its model.fit(shuffle=True) would (sampling.one_pair_per_row, items and labels flat)."""
-    import sampling
-    users, items, flat = sampling.one_pair_per_row(inputs["user"], inputs["item"], labels,
-                                                   rng or np.random.default_rng(0))
-    return {"user": users, "item": items[:, 0]}, flat[:, 0]
-
-
 def time_naive_training(split, inputs, labels, seed):
     """The notebook's way: its model (Keras' Embedding and Adam), one pair per sample,
     from_tensor_slices(...).batch(1024)."""
     import tensorflow as tf
+    import models
     import training
     batch_size, (warm_steps, timed_steps) = 1024, NAIVE_PLAN
     rows = (warm_steps + timed_steps) * batch_size // labels.shape[1] + 1
-    inputs, labels = flat_samples(*slice_of(inputs, labels, 0, rows))
+    inputs, labels = sampling.flat_pairs(*slice_of(inputs, labels, 0, rows),
+                                         np.random.default_rng(0))
     warm_steps, timed_steps = plan(len(labels) // batch_size, warm_steps, timed_steps)
 
     def notebook_dataset(start, stop):
@@ -272,7 +247,7 @@ def time_naive_training(split, inputs, labels, seed):
                                                    y)).batch(batch_size)
 
     training.seed_everything(seed)
-    model = notebook_model(split.num_users, split.num_items)
+    model = models.notebook_model(split.num_users, split.num_items)
     measured = time_fit(model, notebook_dataset, warm_steps, timed_steps, batch_size,
                         "naive train")
     return {"batch_size": batch_size, **measured}
@@ -453,12 +428,13 @@ def project_evaluation(eval_model, split, report):
 def notebook_evaluation(eval_model, split, ranks, eval_rate, report):
     """Two predict calls per user, on the notebook's model holding eval_model's weights, timed
     on a few users and extrapolated; their ranks checked against the project's."""
+    import models
     num_test = len(split.test_users)
     pairs = num_test * (1 + NUM_EVAL_NEGATIVES)
     warm_users, timed_users = NAIVE_EVAL_USERS
     timed_users = min(timed_users, max(1, num_test - warm_users))
     log(f"[speed] naive evaluation on {timed_users} users ...")
-    faithful = notebook_model(split.num_users, split.num_items)
+    faithful = models.notebook_model(split.num_users, split.num_items)
     for layer in faithful.layers:
         if layer.weights:
             layer.set_weights(eval_model.get_layer(layer.name).get_weights())

@@ -36,10 +36,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEVER_IMPORTED = {"ncf_lastfm", "classic", "movielens", "paired", "quality", "speed", "step_time"}
 
 
-def help_of(script):
-    """`python bench/SCRIPT --help`'s options -> {"--name": its help on one line}, once the
-    script is found to import neither another bench script nor ncf_lastfm, and to read no
-    environment variable."""
+def bench_help(script, forbidden="environ.get"):
+    """`python bench/SCRIPT --help`'s text, once the script is found to import neither another
+    bench script nor ncf_lastfm, and to read no environment variable (`forbidden` in its
+    source, nor getenv)."""
     path = os.path.join(ROOT, "bench", script)
     with open(path, encoding="utf-8") as stream:
         source = stream.read()
@@ -50,13 +50,18 @@ def help_of(script):
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & NEVER_IMPORTED
-    assert "environ.get" not in source and "getenv" not in source
+    assert forbidden not in source and "getenv" not in source
     process = subprocess.run([sys.executable, path, "--help"], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
     assert process.returncode == 0, process.stderr
     assert "/tmp" not in process.stdout and "../" not in process.stdout
+    return process.stdout
+
+
+def help_of(script):
+    """`bench_help(script)`'s options -> {"--name": its help on one line}."""
     options = {}
-    for line in process.stdout.partition("\noptions:\n")[2].splitlines():
+    for line in bench_help(script).partition("\noptions:\n")[2].splitlines():
         if line.startswith("  -"):
             name = line.split()[0].rstrip(",")
             options[name] = line

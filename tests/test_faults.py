@@ -510,20 +510,19 @@ def unreadable(path, monkeypatch, module):
         monkeypatch.setattr(module, "open", refusing, raising=False)
 
 
-def plays_csv_a_folder(tmp_path, monkeypatch):
-    folder = planted(tmp_path / "csv")
-    path = os.path.join(folder, data.PLAY_FILE)
-    os.remove(path)
-    os.mkdir(path)
-    return [f"--data_dir={folder}"], path, "cannot read"
+def csv_a_folder(name):
+    """A case: the data folder's file `name` is a folder."""
+    def make(tmp_path, monkeypatch):
+        folder = planted(tmp_path / "csv")
+        path = os.path.join(folder, name)
+        os.remove(path)
+        os.mkdir(path)
+        return [f"--data_dir={folder}"], path, "cannot read"
+    return make
 
 
-def artists_csv_a_folder(tmp_path, monkeypatch):
-    folder = planted(tmp_path / "csv")
-    path = os.path.join(folder, data.ARTIST_FILE)
-    os.remove(path)
-    os.mkdir(path)
-    return [f"--data_dir={folder}"], path, "cannot read"
+plays_csv_a_folder = csv_a_folder(data.PLAY_FILE)
+artists_csv_a_folder = csv_a_folder(data.ARTIST_FILE)
 
 
 def plays_csv_unreadable(tmp_path, monkeypatch):
