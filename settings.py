@@ -209,7 +209,8 @@ def check(s):
 
 
 CHOICES = {"strategy": ("none", "mirrored", "parameter_server"),
-           "dataset": ("lastfm", "lastfm-360k", "lastfm-2k", "sample", "synthetic"), "optimizer": ("lazy_adam", "adam", "sgd"),
+           "dataset": ("lastfm", "lastfm-360k", "lastfm-2k", "sample", "synthetic"),
+           "optimizer": ("lazy_adam", "adam", "sgd"),
            "rows": ("play", "pair"), "user_input": ("id", "history"),
            "model": ("mlp", "gmf", "neumf", "bpr", "pop")}
 

@@ -26,8 +26,9 @@ Refuses, each as one line of `data.DataError` (the script exits with code 2): an
      refused connection, HTTP 404, a transfer cut short), naming the URL and the alternatives;
      a truncated or corrupt archive, naming the file, which is deleted so that the next run
      downloads it again (an archive whose content is refused below is first checked against
-     its own checksums: damaged bytes can decompress to a bad line); a missing member; a member with unexpected columns (naming the member
-     and the columns expected) or a line with more fields than the others (naming the line); a
+     its own checksums: damaged bytes can decompress to a bad line); a missing member; a
+     member with unexpected columns (naming the member and the columns expected) or a line
+     with more fields than the others (naming the line); a
      plays value that is not a whole number of 0 or more, naming the member and its line.
      Rows of lastfm-360k with neither an artist MBID nor an artist name are left out, with a
      count in the log. Names are decoded as UTF-8, a byte that is not UTF-8 replaced by U+FFFD.

@@ -297,8 +297,9 @@ def _check_no_test_pair_in_train(paths, train, test, num_items):
     if leaked.any():
         row = int(np.argmax(leaked))
         raise DataError(f"{paths[1]}: test pair (user {test[0][row]}, item {test[1][row]}) on "
-                        f"line {_rating_line(paths[1], row)} is also in {paths[0]}, as are {int(leaked.sum()):,} of "
-                        f"the {len(leaked):,} test pairs; remove them from the training file")
+                        f"line {_rating_line(paths[1], row)} is also in {paths[0]}, as are "
+                        f"{int(leaked.sum()):,} of the {len(leaked):,} test pairs; remove them "
+                        "from the training file")
 
 
 def _read_rating(path):
@@ -330,8 +331,8 @@ def _read_rating(path):
 
 def _rating_line(path, row):
     """The file's line number of data row `row` (0-based) of a .rating file, for a message:
-    pandas skips empty (or all-space) lines, so after one the row's index is not its line. Read only when a
-    message needs it."""
+    pandas skips empty (or all-space) lines, so after one the row's index is not its line. Read
+    only when a message needs it."""
     try:
         with open(path, encoding="utf-8") as stream:
             seen = -1
