@@ -147,6 +147,11 @@ def short(text, limit=80):
     return text if len(text) <= limit else text[:limit - 5] + "...'" + f" ({len(text):,} chars)"
 
 
+KINDS = {int: "an integer", float: "a number", str: "text",
+         tuple: "a tuple", bool: "True or False", list: "a list", dict: "a dict",
+         set: "a set", complex: "a complex number", bytes: "bytes", type(None): "None"}
+
+
 def typed_value(key, text, default):
     """The text of --key=text as a value of the default's type, or a SettingError."""
     if len(text) > MAX_VALUE_LENGTH:
@@ -170,10 +175,9 @@ def typed_value(key, text, default):
             value = math.inf
     if isinstance(default, tuple) and isinstance(value, (int, list)):
         value = tuple(value) if isinstance(value, list) else (value,)
-    if type(value) is not type(default):
-        raise SettingError(f"--{key.lower()}={short(text)} is a {type(value).__name__}; "
-                           f"expected a {type(default).__name__} like "
-                           f"--{key.lower()}={default!r}")
+    if type(value) is not type(default):   # 2.5 for an integer is refused, never truncated
+        raise SettingError(f"--{key.lower()}={short(text)} is {KINDS.get(type(value), 'text')}; "
+                           f"expected {KINDS[type(default)]} like --{key.lower()}={default!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SettingError(f"--{key.lower()}={short(text)} is not a finite number")
     return value

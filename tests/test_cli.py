@@ -54,8 +54,8 @@ def metrics_of(folder):
 BAD_SETTINGS = [   # (argv, a part of the one-line message)
     (["--num_epochs=3"], "unknown setting --num_epochs; did you mean --num_epoch? (--help lists "
                          "every setting)"),
-    (["--num_epoch=three"], "--num_epoch='three' is a str; expected a int like --num_epoch=10"),
-    (["--learning_rate=fast"], "--learning_rate='fast' is a str; expected a float like "
+    (["--num_epoch=three"], "--num_epoch='three' is text; expected an integer like --num_epoch=10"),
+    (["--learning_rate=fast"], "--learning_rate='fast' is text; expected a number like "
                                "--learning_rate=0.001"),
     (["--learning_rate=nan"], "--learning_rate='nan' is not a finite number"),
     (["--compare", "--model=gmf"], "--compare trains every model (pop, bpr, gmf, mlp, neumf); "
