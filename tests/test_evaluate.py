@@ -24,9 +24,23 @@ def test_hit_miss_and_tie_by_the_notebooks_rule():
     assert list(result["ranks"]) == [0, 9, 10]
     assert result["hit_ratio"] == pytest.approx(2 / 3)
     assert result["ndcg"] == pytest.approx((1 + 1 / np.log2(11)) / 3)
-    neg_scores = table[:, 1:]
-    notebook = [table[u, 0] > np.sort(neg_scores[u])[-10] for u in range(3)]
-    assert notebook == [True, True, False]
+
+
+
+def test_hits_and_ndcg_follow_the_notebooks_rule_on_scores_full_of_ties():
+    # 400 users, 21 candidates scored by small integers: ties everywhere, at the 10th best too
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 6, (400, 21)).astype(np.float64)
+    negatives = np.tile(np.arange(1, 21), (400, 1))
+    result = evaluate.hit_ratio_at_k(scorer_from(table), np.arange(400), np.zeros(400, int),
+                                     negatives, 10, users_per_batch=64)
+    notebook = np.array([table[u, 0] > np.sort(table[u, 1:])[-10] for u in range(400)])
+    assert 0.2 < notebook.mean() < 0.8                       # both hits and misses to get right
+    np.testing.assert_array_equal(result["ranks"] < 10, notebook)
+    assert result["hit_ratio"] == notebook.mean()
+    at_least = (table[:, 1:] >= table[:, :1]).sum(axis=1)    # candidates that tie or beat it
+    np.testing.assert_array_equal(result["ranks"], at_least)
+    assert result["ndcg"] == pytest.approx(np.where(notebook, 1 / np.log2(at_least + 2), 0).mean())
 
 
 def test_constant_scores_never_hit():
