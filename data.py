@@ -14,7 +14,7 @@ Refuses: a missing plays file, an empty file, a missing column or one named twic
      header, a row with more fields than the header, a missing id, a played artist absent from
      an artists file that is given or named twice with different names, non-numeric, infinite
      or negative plays, plays beyond the 64-bit integers, and any line over 100,000 bytes. Each
-     refusal is a `DataError` (a ValueError) whose message names the file, the row and what is
+     refusal is a `InputError` (a ValueError) whose message names the file, the row and what is
      accepted. CRLF line ends, a UTF-8 byte-order mark and a trailing comma are accepted.
 """
 import csv
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from errors import InputError, error_reason
 from files import atomic_write, reading, write_text
 
 
@@ -39,26 +40,11 @@ COLUMNS = {
 }
 CACHE_FILE = "lastfm_cache.npz"    # the checked plays, beside the CSVs they were read from
 SOURCE_FILE = ".source-url"        # in the download folder: the URL its CSVs came from
+FAILED_CHECK_FILE = ".failed-check"  # ... and, when they failed their check, why
 CACHE_VERSION = 6           # 6: caches hold the files' own ids when they were mapped
 MAX_TABLE_ROWS = 2**31 - 1  # ids are stored as int32
 MAX_LINE_BYTES = 100_000    # a line of ids, counts and a name is far shorter
 INT64_MAX = 2**63 - 1       # plays (and ids, before the table-size check) are read as int64
-
-
-def error_reason(error, line=0):
-    """One line of an exception's message for a one-line error (the first by default, -1 for
-    the last), or its type's name when the message is empty."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[line]
-
-
-def first_sentence(error, limit=300):
-    """The first sentence of `error_reason(error)`, at most `limit` characters: library messages
-    go on with advice that is not the user's."""
-    return error_reason(error).split(". ")[0].rstrip(".")[:limit]
-
-
-class DataError(ValueError):
-    """Bad input data or an unreachable source: the message is meant for the user as it is."""
 
 
 @dataclasses.dataclass
@@ -99,8 +85,8 @@ def download_csvs(root_url, cache_dir=None, explicit_url=False):
     from keras.utils import get_file
     scheme = urllib.parse.urlparse(root_url).scheme
     if scheme not in ("https", "http") or (scheme == "http" and not explicit_url):
-        raise DataError(f"ROOT_URL {root_url!r} must start with https:// (http:// only when set "
-                        "explicitly with --root_url)")
+        raise InputError(f"ROOT_URL {root_url!r} must start with https:// (http:// only when set "
+                         "explicitly with --root_url)")
     base = root_url if root_url.endswith("/") else root_url + "/"
     folder = os.path.join(os.path.expanduser(cache_dir or os.path.join("~", ".keras")), "lastfm")
     os.makedirs(folder, exist_ok=True)
@@ -113,7 +99,7 @@ def download_csvs(root_url, cache_dir=None, explicit_url=False):
     except OSError:
         source = "" if explicit_url else base
     if source != base:
-        for name in (*COLUMNS, CACHE_FILE, SOURCE_FILE):
+        for name in (*COLUMNS, CACHE_FILE, SOURCE_FILE, FAILED_CHECK_FILE):
             if os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
     for name in COLUMNS:
@@ -125,24 +111,64 @@ def download_csvs(root_url, cache_dir=None, explicit_url=False):
                                cache_subdir="lastfm", force_download=True)
             os.replace(partial, path)
         except Exception as error:  # get_file removes its partial file
-            raise DataError(f"could not download {url} ({error_reason(error)}); use "
-                            "--data_dir=DIR with the three CSV files, or --dataset=sample to "
-                            "run offline") from None
+            raise InputError(f"could not download {url} ({error_reason(error)}); use "
+                             "--data_dir=DIR with the three CSV files, or --dataset=sample to "
+                             "run offline") from None
     if not os.path.isfile(record):
         write_text(record, base + "\n")
     return folder
 
 
+def load_download(root_url, cache_dir=None, explicit_url=False, log=print):
+    """The notebook's CSVs from `root_url` -> Plays. Files cached by an earlier run that fail
+    their check are downloaded again, once; files that fail it as downloaded are recorded
+    (FAILED_CHECK_FILE, with their stamp), so later runs say so at once instead of downloading
+    them again each time."""
+    folder = os.path.join(os.path.expanduser(cache_dir or os.path.join("~", ".keras")), "lastfm")
+    cached = all(os.path.isfile(os.path.join(folder, name)) for name in COLUMNS)
+    folder = download_csvs(root_url, cache_dir, explicit_url)
+    record = os.path.join(folder, FAILED_CHECK_FILE)
+    stamp = _failed_stamp(folder)
+    if os.path.isfile(record):
+        with open(record, encoding="utf-8") as stream:
+            recorded_stamp, _, message = stream.read().partition("\n")
+        if recorded_stamp == stamp:
+            raise InputError(f"{message.strip()} (the files from {root_url} failed this check "
+                             f"when downloaded; delete {folder} to download them again, or use "
+                             "--root_url=MIRROR or --data_dir=DIR)")
+        os.remove(record)
+    try:
+        return load_folder(folder)
+    except InputError as error:
+        if not cached:
+            write_text(record, f"{stamp}\n{error}\n")
+            raise
+        log(f"warning: {error}; downloading again")   # a cached copy damaged since
+        for name in COLUMNS:
+            os.remove(os.path.join(folder, name))
+    try:
+        return load_folder(download_csvs(root_url, cache_dir, explicit_url))
+    except InputError as error:
+        write_text(record, f"{_failed_stamp(folder)}\n{error}\n")
+        raise
+
+
+def _failed_stamp(folder):
+    """The downloaded CSVs' stamp as one line of text."""
+    paths = [os.path.join(folder, name) for name in COLUMNS]
+    return " ".join(map(str, _source_stamp(paths).ravel()))
+
+
 def load_folder(data_dir, use_cache=True):
     """Reads and checks the three CSVs in `data_dir`; caches the result as .npz when it can."""
     if not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir!r} is not a folder; it must hold "
-                        f"{', '.join(COLUMNS)}")
+        raise InputError(f"--data_dir {data_dir!r} is not a folder; it must hold "
+                         f"{', '.join(COLUMNS)}")
     paths = {name: os.path.join(data_dir, name) for name in COLUMNS
              if name == PLAY_FILE or os.path.exists(os.path.join(data_dir, name))}
     if not os.path.exists(paths[PLAY_FILE]):
-        raise DataError(f"{paths[PLAY_FILE]}: file not found; the folder must hold {PLAY_FILE} "
-                        f"(and may hold {ARTIST_FILE} and {USER_FILE})")
+        raise InputError(f"{paths[PLAY_FILE]}: file not found; the folder must hold {PLAY_FILE} "
+                         f"(and may hold {ARTIST_FILE} and {USER_FILE})")
     cache_path = os.path.join(data_dir, CACHE_FILE)
     stamp = _source_stamp(paths.values())
     if use_cache:
@@ -238,7 +264,7 @@ def frames_to_plays(play_df, artist_df, user_df):
 # Reading and checking
 
 def check_line_lengths(path, limit=MAX_LINE_BYTES, block_size=1 << 22):
-    """A DataError for the first line longer than `limit` bytes, found in blocks before any
+    """A InputError for the first line longer than `limit` bytes, found in blocks before any
     parser holds a whole line: one 2 GB line would otherwise fill the memory."""
     line, run = 1, 0          # the line being read, and its bytes so far
     with open(path, "rb") as stream:
@@ -248,16 +274,16 @@ def check_line_lengths(path, limit=MAX_LINE_BYTES, block_size=1 << 22):
             lengths = np.diff(np.concatenate([[-1 - run], ends, [len(block)]])) - 1
             if (lengths > limit).any():
                 extra = int(np.argmax(lengths > limit))
-                raise DataError(f"{path}: line {line + extra:,} is longer than {limit:,} bytes; "
-                                "no field of this data needs that much (is it the right file?)")
+                raise InputError(f"{path}: line {line + extra:,} is longer than {limit:,} bytes; "
+                                 "no field of this data needs that much (is it the right file?)")
             line, run = line + len(ends), int(lengths[-1])
 
 
 def _read_csv(path, name):
     check_line_lengths(path)
     if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: the file is empty; expected a header "
-                        f"{','.join(COLUMNS[name])} and rows")
+        raise InputError(f"{path}: the file is empty; expected a header "
+                         f"{','.join(COLUMNS[name])} and rows")
     # index_col=False: without it, rows with one field more than the header make pandas take
     # the first column as the index and shift every other column. With it, a trailing comma is
     # harmless and a first row with extra fields raises a ParserWarning (made an error here); a
@@ -276,13 +302,13 @@ def _read_csv(path, name):
                 frame = pd.concat(list(tqdm(chunks, desc=f"reading {name}", unit=" x 2M rows",
                                             disable=None, leave=False)), ignore_index=True)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty; expected a header "
-                        f"{','.join(COLUMNS[name])} and rows") from None
+        raise InputError(f"{path}: the file is empty; expected a header "
+                         f"{','.join(COLUMNS[name])} and rows") from None
     except pd.errors.ParserWarning as warning:
-        raise DataError(f"{path}: {_first_extra_field(path) or error_reason(warning)}; remove the "
-                        "extra fields or quote values that hold a comma") from None
+        raise InputError(f"{path}: {_first_extra_field(path) or error_reason(warning)}; remove the "
+                         "extra fields or quote values that hold a comma") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not a readable CSV file ({error_reason(error, -1)})") from None
+        raise InputError(f"{path}: not a readable CSV file ({error_reason(error, -1)})") from None
     _check_unique_header(path, name)
     frame.attrs["path"] = path
     return frame
@@ -299,9 +325,9 @@ def _check_unique_header(path, name):
     first = {}
     for number, column in enumerate(header, start=1):
         if column and column in first:
-            raise DataError(f"{path}: the header names column {column!r} twice (columns "
-                            f"{first[column]} and {number}); expected one column each of "
-                            f"{', '.join(COLUMNS[name])}")
+            raise InputError(f"{path}: the header names column {column!r} twice (columns "
+                             f"{first[column]} and {number}); expected one column each of "
+                             f"{', '.join(COLUMNS[name])}")
         first.setdefault(column, number)
 
 
@@ -329,7 +355,7 @@ def _read_frames(frames):
     play_df = frames[PLAY_FILE]
     counts = _integer_column(play_df, PLAY_FILE, "plays", numeric_only=True)
     if len(counts) == 0:
-        raise DataError(f"{_where(play_df, PLAY_FILE)}: no rows; expected at least one play")
+        raise InputError(f"{_where(play_df, PLAY_FILE)}: no rows; expected at least one play")
     if _rows_as_ids(frames):
         return _numbered_plays(frames, counts)
     return _mapped_plays(frames, counts)
@@ -369,9 +395,9 @@ def _numbered_plays(frames, counts):
     unknown = ~known[artists]
     if unknown.any():
         row = int(np.argmax(unknown))
-        raise DataError(f"{_where(play_df, PLAY_FILE)}: artist_id {artists[row]} (row "
-                        f"{_csv_line(_where(play_df, PLAY_FILE), row)}) "
-                        f"is not in {ARTIST_FILE}; every played artist needs a name there")
+        raise InputError(f"{_where(play_df, PLAY_FILE)}: artist_id {artists[row]} (row "
+                         f"{_csv_line(_where(play_df, PLAY_FILE), row)}) "
+                         f"is not in {ARTIST_FILE}; every played artist needs a name there")
     num_users = int(max(users.max(), user_df_ids.max(initial=-1)) + 1)
     names = np.array([f"artist {i}" for i in range(num_artists)], dtype=object)
     if artist_names is not None:
@@ -402,14 +428,14 @@ def _mapped_plays(frames, counts):
         unnamed = ~np.isin(artists, rows)
         if unnamed.any():
             row = int(np.argmax(unnamed))
-            raise DataError(f"{_where(play_df, PLAY_FILE)}: artist_id {artist_text.iloc[row]!r} "
-                            f"(row {_csv_line(_where(play_df, PLAY_FILE), row)}) is not in "
-                            f"{ARTIST_FILE}; every played artist needs a name there")
+            raise InputError(f"{_where(play_df, PLAY_FILE)}: artist_id {artist_text.iloc[row]!r} "
+                             f"(row {_csv_line(_where(play_df, PLAY_FILE), row)}) is not in "
+                             f"{ARTIST_FILE}; every played artist needs a name there")
         names[rows] = listed_names
     for kind, labels in (("user", user_labels), ("artist", artist_labels)):
         if len(labels) > MAX_TABLE_ROWS:
-            raise DataError(f"{PLAY_FILE}: {len(labels):,} distinct {kind} ids; at most "
-                            f"{MAX_TABLE_ROWS:,} fit a table")
+            raise InputError(f"{PLAY_FILE}: {len(labels):,} distinct {kind} ids; at most "
+                             f"{MAX_TABLE_ROWS:,} fit a table")
     plays = _merge_pairs(users.astype(np.int64), artists.astype(np.int64), counts, names,
                          len(user_labels), len(artist_labels), _where(play_df, PLAY_FILE))
     plays.user_labels = np.array(user_labels, dtype=object)
@@ -426,8 +452,8 @@ def _id_text(frame, name, column):
         missing = missing | (values.astype(str) == "").to_numpy()
     if missing.any():
         row = int(np.argmax(missing))
-        raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is missing; "
-                        "every row needs an id")
+        raise InputError(f"{where}: column {column!r} row {_csv_line(where, row)} is missing; "
+                         "every row needs an id")
     if pd.api.types.is_float_dtype(values.dtype):   # 7.0 read as a float: written 7 in the file
         return values.map(lambda v: str(int(v)) if float(v).is_integer() else repr(v))
     return values if values.dtype == object else values.astype(str)
@@ -459,9 +485,9 @@ def _check_dense_ids(column, sources):
         return
     where, ids, place = next(source for source in sources
                              if source[1].max(initial=-1) == size - 1)
-    raise DataError(f"{where}: {column} {size - 1:,} ({place(int(np.argmax(ids)))}) is far "
-                    f"beyond the {distinct:,} distinct {column}s; every id up to the largest "
-                    f"gets a table row, so renumber the ids 0..{distinct - 1}")
+    raise InputError(f"{where}: {column} {size - 1:,} ({place(int(np.argmax(ids)))}) is far "
+                     f"beyond the {distinct:,} distinct {column}s; every id up to the largest "
+                     f"gets a table row, so renumber the ids 0..{distinct - 1}")
 
 
 def _check_one_name_per_artist(artist_ids, names, where):
@@ -471,9 +497,9 @@ def _check_one_name_per_artist(artist_ids, names, where):
         (names[order][1:] != names[order][:-1])
     if clash.any():
         first, second = order[np.argmax(clash)], order[np.argmax(clash) + 1]
-        raise DataError(f"{where}: artist_id {artist_ids[first]} is named {names[first]!r} (row "
-                        f"{_csv_line(where, first)}) and {names[second]!r} (row "
-                        f"{_csv_line(where, second)}); give each artist_id one name")
+        raise InputError(f"{where}: artist_id {artist_ids[first]} is named {names[first]!r} (row "
+                         f"{_csv_line(where, first)}) and {names[second]!r} (row "
+                         f"{_csv_line(where, second)}); give each artist_id one name")
 
 
 def _csv_line(where, index):
@@ -495,10 +521,6 @@ def _csv_line(where, index):
     return index + 2
 
 
-def _csv_rows(where):
-    return lambda index: f"row {_csv_line(where, index)}"
-
-
 def _where(frame, name):
     return frame.attrs.get("path", name)
 
@@ -506,17 +528,17 @@ def _where(frame, name):
 def _check_columns(frame, name):
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):  # a frame made in code; a file's header is checked as it is read
-        raise DataError(f"{_where(frame, name)}: column {repeated[0]!r} is given twice; "
-                        f"expected one column each of {', '.join(COLUMNS[name])}")
+        raise InputError(f"{_where(frame, name)}: column {repeated[0]!r} is given twice; "
+                         f"expected one column each of {', '.join(COLUMNS[name])}")
     missing = [column for column in COLUMNS[name] if column not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"
-        raise DataError(f"{_where(frame, name)}: missing column {missing[0]!r} (found: {found}); "
-                        f"expected columns {', '.join(COLUMNS[name])}")
+        raise InputError(f"{_where(frame, name)}: missing column {missing[0]!r} (found: {found}); "
+                         f"expected columns {', '.join(COLUMNS[name])}")
 
 
 def _integer_column(frame, name, column, numeric_only=False):
-    """The column as int64, or a DataError naming the first bad value and its row."""
+    """The column as int64, or a InputError naming the first bad value and its row."""
     values = frame[column]
     where = _where(frame, name)
     kind = "a number" if numeric_only else "an integer id"
@@ -536,16 +558,16 @@ def _integer_column(frame, name, column, numeric_only=False):
             value = value.item() if isinstance(value, np.generic) else value
             shown = "missing" if pd.isna(value) or value == "" else repr(value)
             if np.isfinite(float(numbers.iloc[row])) and not in_range.iloc[row]:
-                raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
-                                f"{shown}; out of range, expected {kind} from 0 to "
-                                f"{INT64_MAX:,} (a 64-bit integer)")
-            raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
-                            f"{shown}; expected {kind} (0 or more)")
+                raise InputError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
+                                 f"{shown}; out of range, expected {kind} from 0 to "
+                                 f"{INT64_MAX:,} (a 64-bit integer)")
+            raise InputError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
+                             f"{shown}; expected {kind} (0 or more)")
         array = np.round(numbers.to_numpy(np.float64)).astype(np.int64)
     if (array < 0).any():
         row = int(np.argmax(array < 0))
-        raise DataError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
-                        f"{array[row]}; expected {kind} of 0 or more")
+        raise InputError(f"{where}: column {column!r} row {_csv_line(where, row)} is "
+                         f"{array[row]}; expected {kind} of 0 or more")
     return array
 
 
@@ -562,9 +584,9 @@ def _merge_pairs(users, artists, counts, names, num_users, num_artists, where=PL
         totals = np.add.reduceat(counts[order].astype(np.float64), starts)
         if (totals >= 2.0**63).any():
             key = unique_keys[int(np.argmax(totals >= 2.0**63))]
-            raise DataError(f"{where}: the plays of user_id {key // num_artists} and artist_id "
-                            f"{key % num_artists} over their repeated rows add up to more than "
-                            f"{INT64_MAX:,} (a 64-bit integer); expected smaller play counts")
+            raise InputError(f"{where}: the plays of user_id {key // num_artists} and artist_id "
+                             f"{key % num_artists} over their repeated rows add up to more than "
+                             f"{INT64_MAX:,} (a 64-bit integer); expected smaller play counts")
     return Plays(user_ids=(unique_keys // num_artists).astype(np.int32),
                  artist_ids=(unique_keys % num_artists).astype(np.int32),
                  play_counts=merged, artist_names=names, num_users=num_users,
@@ -635,8 +657,9 @@ def _write_cache(cache_path, stamp, plays):
 
 
 def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=False, log=print,
-         cache_dir=None):
-    """The data set the settings name -> Plays, with one line of counts printed."""
+         cache_dir=None, source=None):
+    """The data set the settings name -> Plays, with one line of counts printed. The public
+    originals (sources.py) come converted, as a `data_dir` and the `source` that names them."""
     started = time.time()
     if dataset == "sample":
         plays = frames_to_plays(*make_planted(2_000, 5_000, 100_000, seed))
@@ -646,21 +669,9 @@ def load(dataset, data_dir="", root_url="", scale=1.0, seed=0, explicit_url=Fals
         plays = frames_to_plays(*make_planted(*sizes, seed))
         source = f"synthetic data at scale {scale:g}"
     elif data_dir:
-        plays, source = load_folder(data_dir), data_dir
-    elif dataset in ("lastfm-360k", "lastfm-2k"):   # the public originals, converted once
-        import sources
-        folder = sources.fetch(dataset, root_url if explicit_url else "", cache_dir, log)
-        plays, source = load_folder(folder), f"{dataset} ({folder})"
+        plays, source = load_folder(data_dir), source or data_dir
     else:
-        folder = download_csvs(root_url, cache_dir, explicit_url)
-        try:
-            plays = load_folder(folder)
-        except DataError as error:  # a cached download that does not parse: fetch it again
-            log(f"warning: {error}; downloading again")
-            for name in COLUMNS:
-                os.remove(os.path.join(folder, name))
-            plays = load_folder(download_csvs(root_url, cache_dir, explicit_url))
-        source = root_url
+        plays, source = load_download(root_url, cache_dir, explicit_url, log), root_url
     log(f"data: {plays.num_users:,} users, "
         f"{counted('artists', plays.num_artists, len(plays.artists()))}, "
         f"{len(plays.user_ids):,} user-artist pairs"

@@ -1,6 +1,6 @@
 """Training the NCF models over several devices or machines: mirrored, or a parameter server.
 
-In:  a `ModelSpec` (what `models.build_model` takes), a `split.Split`, and plain settings.
+In:  a `models.Blueprint` (what a model is built from), a `split.Split`, and plain settings.
 Out: for `mirrored`, a compiled Keras model whose variables are mirrored over N devices, which
      `training.fit` (Keras fit) trains like a single-device one; for `parameter_server`, a
      `ParameterServerTrainer` whose tables are sharded over the parameter servers and whose
@@ -20,7 +20,8 @@ Mirrored: one step on N replicas is the single-device step on the same batch, up
      The per-replica means are averaged, so a last batch that does not split evenly weighs its
      parts equally (Keras' rule for every loss). `--optimizer=adam` with `--user_input=history`
      differs in the moments: Keras' Adam squares the pieces of a sparse gradient before adding
-     them up, and the pieces differ between one device and two (see the report).
+     them up, and the pieces differ between one device and two (so tests/test_distribute.py
+     checks the mirrored step with lazy_adam and sgd).
 Parameter server: a local in-process cluster (2 workers, 2 parameter servers on 127.0.0.1)
      unless TF_CONFIG names one. Every embedding table is sharded by rows over the parameter
      servers (`tf.distribute.experimental.partitioners.FixedShardsPartitioner`); the dense
@@ -43,7 +44,6 @@ Asynchronous updates change three things. (1) Workers read and write the shared 
      119 of 122 asynchronous steps in one run here (all 122 with `synchronous=True`), so
      LazyAdam's bias correction sees a few steps fewer.
 """
-import dataclasses
 import json
 import os
 import socket
@@ -56,13 +56,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import errors  # noqa: E402
+import model_table  # noqa: E402
 import models  # noqa: E402
 from models import PairwiseCrossentropy  # noqa: E402
 import sampling  # noqa: E402
 import training  # noqa: E402
 from split import split_digest  # noqa: E402
 
-STRATEGIES = ("none", "mirrored", "parameter_server")   # what a --strategy could choose
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,26 +86,6 @@ def logical_cpus(n):
             f"first op, model or strategy); this process already runs on {have} logical CPU "
             "device(s). Call it at the start of the program, or start a new process") from None
     return [device.name for device in tf.config.list_logical_devices("CPU")]
-
-
-@dataclasses.dataclass
-class ModelSpec:
-    """What `models.build_model` takes; `build()` makes the single-device model."""
-    name: str
-    num_users: int
-    num_items: int
-    embedding_dim: int = 32
-    hidden_units: tuple = (32, 16, 8)
-    l2: float = 0.0
-    dropout: float = 0.0
-    learning_rate: float = 1e-3
-    optimizer: str = "lazy_adam"
-    history: tuple = None      # (training users, artists) for --user_input=history
-
-    def build(self):
-        return models.build_model(self.name, self.num_users, self.num_items, self.embedding_dim,
-                                  tuple(self.hidden_units), self.l2, self.dropout,
-                                  self.learning_rate, self.optimizer, self.history)
 
 
 def use_kernels_for(devices):
@@ -158,10 +139,10 @@ def build_model(strategy, spec):
     """`spec`'s model built and compiled under `strategy`: the variables (and the optimizer's)
     mirrored over its devices. Model, optimizer and loss are `models.build_model`'s, but for
     BPR's loss (`PairwiseCrossentropy`) and `steps_per_call`. Keras fit trains it, with batches
-    of `rows_per_step` rows (training.fit needs that change: see the report)."""
+    of `rows_per_step` rows (`training.rows_per_step` rounds to the replicas)."""
     with strategy.scope():
         model = spec.build()
-        loss = (PairwiseCrossentropy() if spec.name == "bpr"
+        loss = (PairwiseCrossentropy() if model_table.spec(spec.name).pairwise
                 else keras.losses.BinaryCrossentropy())
         model.compile(model.optimizer, loss=loss, metrics=[keras.metrics.BinaryAccuracy()],
                       steps_per_execution=steps_per_call(strategy))
@@ -244,7 +225,13 @@ class TablePartitioner:
         return self.fixed(shape, dtype, axis) if self.tables else [1] * len(shape)
 
 
-CLUSTER = None   # the command line's Cluster, made before any model (connecting resets eager)
+def prepare(strategy, num_devices):
+    """What a strategy needs before TensorFlow makes its first op -> the parameter-server
+    Cluster (connecting resets TensorFlow's context, so it comes first), or None. Mirrored over
+    more devices than the GPUs: logical CPUs."""
+    if strategy == "mirrored" and len(tf.config.list_physical_devices("GPU")) < num_devices:
+        logical_cpus(num_devices)
+    return Cluster() if strategy == "parameter_server" else None
 
 
 class Cluster:
@@ -271,7 +258,7 @@ def shard_epoch(model_name, split, neg_ratio, seed, epoch, shard, num_shards):
     `sampling` from its own generator, seeded by (seed, epoch, shard) -> (inputs, labels)."""
     rng = np.random.default_rng([seed, 7, epoch, shard])
     users, items = split.train_users[shard::num_shards], split.train_items[shard::num_shards]
-    if model_name == "bpr":
+    if model_table.spec(model_name).pairwise:
         users, positives, negatives = sampling.pairwise_set(users, items, split.sampler, rng)
         return ({"user": users, "item": positives, "negative_item": negatives},
                 np.ones(len(users), np.float32))
@@ -423,8 +410,9 @@ class ParameterServerTrainer:
 
     def _probabilities(self, inputs, penalties):
         """The model's output for a batch: (n, c) probabilities, BPR's (n,)."""
-        users, items, name = inputs["user"], inputs["item"], self.spec.name
-        if name == "bpr":
+        users, items = inputs["user"], inputs["item"]
+        spec = model_table.spec(self.spec.name)
+        if spec.pairwise:
             user = self._rows("user_embedding/embeddings", users, penalties)
 
             def score(ids):
@@ -433,23 +421,21 @@ class ParameterServerTrainer:
                 return tf.reduce_sum(user * rows, axis=1, keepdims=True) + bias      # (n, 1)
 
             return tf.reshape(tf.sigmoid(score(items) - score(inputs["negative_item"])), [-1])
-        if name == "gmf":
-            top = self._gmf("", users, items, penalties)
-        elif name == "mlp":
-            top = self._mlp("", users, items, penalties)
-        else:
-            top = tf.concat([self._gmf("gmf_", users, items, penalties),
-                             self._mlp("mlp_", users, items, penalties)], axis=-1)
+        towers = {"gmf": self._gmf, "mlp": self._mlp}
+        tops = [towers[tower](spec.layer_name(tower, ""), users, items, penalties)
+                for tower in spec.towers]
+        top = tops[0] if len(tops) == 1 else tf.concat(tops, axis=-1)
         return tf.squeeze(self._dense("prediction", top, tf.sigmoid), -1)          # (n, c)
 
     def _make_step(self):
         """The worker's step: forward, loss (Keras' binary cross-entropy, mean over samples,
         plus the L2 penalties), gradients with respect to the shards, the optimizer's update.
         Returns (loss, the worker's index, its start and end times) for the statistics."""
-        per_row = [None] if self.spec.name == "bpr" else [None, None]    # (n,) or (n, c)
+        pairwise = model_table.spec(self.spec.name).pairwise
+        per_row = [None] if pairwise else [None, None]                    # (n,) or (n, c)
         spec = {"user": tf.TensorSpec([None], tf.int32), "item": tf.TensorSpec(per_row, tf.int32),
                 "label": tf.TensorSpec(per_row, tf.float32)}
-        if self.spec.name == "bpr":
+        if pairwise:
             spec["negative_item"] = tf.TensorSpec([None], tf.int32)
 
         def replica_step(batch):
@@ -503,8 +489,8 @@ class ParameterServerTrainer:
                     labels[start:start + rows]) for start in range(0, len(labels), rows)]
                   for inputs, labels in shards]
         if not any(queues):
-            raise training.ResumeError("no training pairs: every user with plays to train on "
-                                       "has played every artist")
+            raise errors.InputError("no training pairs: every user with plays to train on "
+                                    "has played every artist")
         results = []
         for turn in range(max(len(queue) for queue in queues)):
             for queue in queues:
@@ -517,7 +503,7 @@ class ParameterServerTrainer:
         losses = np.array([loss for loss, *_ in fetched], np.float64)
         workers = np.array([worker for _, worker, *_ in fetched])
         if not np.isfinite(losses).all():
-            raise training.TrainingError(
+            raise errors.RunError(
                 f"training diverged in epoch {epoch + 1} (loss {losses[~np.isfinite(losses)][0]})"
                 f"; lower --learning_rate (now {self.spec.learning_rate}) or --batch_size")
         return {"loss": float(losses.mean()), "samples": int(sum(l.size for _, l in shards)),

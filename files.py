@@ -17,16 +17,32 @@ def atomic_write(path, write):
     """`write(temporary)`, then rename to `path`: a crash or a full disk never leaves a partial
     file under the real name. The temporary name is new and created exclusively, so a link
     planted there is never followed and two runs never write into each other's file; it ends
-    with the real name (Keras checks `.keras`, NumPy `.npz`)."""
+    with the real name (Keras checks `.keras`, NumPy `.npz`). The file's bytes reach the disk
+    before the rename, and the rename before this returns, so a power cut leaves the old file
+    or the new one too, not a named file of zeros."""
     handle, temporary = new_temporary(path)
     try:
         os.close(handle)
         write(temporary)
+        _sync(temporary, os.O_RDONLY)
         os.replace(temporary, path)
     except BaseException:
         if os.path.lexists(temporary):
             os.remove(temporary)
         raise
+    _sync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _sync(path, flags):
+    """fsync a file or a folder (its entries: a rename is in the folder)."""
+    handle = os.open(path, flags)
+    try:
+        os.fsync(handle)
+    except OSError as error:   # a file system that cannot sync a folder: the file is synced
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(handle)
 
 
 def new_temporary(path):

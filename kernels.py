@@ -14,9 +14,12 @@ import functools
 import hashlib
 import os
 import platform
+import shutil
 import stat
 import subprocess
 import sys
+
+from errors import error_reason
 
 KERNEL_CHOICES = ("1", "portable", "0")
 
@@ -52,11 +55,6 @@ def import_tensorflow_quietly():
         os.close(devnull)
 
 
-def error_reason(error, line=0):
-    """One line of an exception's message (the first by default, -1 for the last)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[line]
-
-
 # Any other value of NCF_LASTFM_KERNEL is refused by environment_error() before a model is built
 KERNEL_MODE = os.environ.get("NCF_LASTFM_KERNEL", "1")
 USE_KERNEL = KERNEL_MODE != "0"
@@ -64,7 +62,7 @@ KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel
 # No -ffast-math: the history sums must add in TensorFlow's order
 KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 # This CPU's widest vectors do the same arithmetic, more elements at a time (a history step at
-# the notebook's scale about a fifth faster: README, "Speed"); no fused multiply-add, which
+# the notebook's scale about a fifth faster: docs/results.md); no fused multiply-add, which
 # would round a * b + c once where TensorFlow rounds twice
 NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
 _kernel = None   # the loaded op library; False once it could not be built
@@ -147,7 +145,8 @@ def _build_kernel(native=True):
     path = os.path.join(folder, f"lazy_adam-{key.hexdigest()[:16]}.so")
     if os.path.isfile(path) and _file_digest(path) != _recorded_digest(path):
         os.remove(path)            # not the library this script built: build it again
-    if os.path.isfile(path + ".failed"):   # g++ cannot build this target: do not try each run
+    compiler = compiler_version()
+    if _failed_with(path) == compiler:   # this g++ cannot build this target: not each run
         raise RuntimeError(f"g++ failed before (see {path}.failed)")
     if not os.path.isfile(path):
         announce_compile()
@@ -156,17 +155,39 @@ def _build_kernel(native=True):
             built = subprocess.run(["g++", KERNEL_SOURCE, "-o", partial, *flags],
                                    capture_output=True, text=True, timeout=600)
             if built.returncode:
-                with open(path + ".failed", "w") as stream:
-                    stream.write(built.stderr)
+                with open(path + ".failed", "w") as stream:   # retried by another g++
+                    stream.write(f"{compiler}\n{built.stderr}")
                 raise RuntimeError(f"g++ failed: {built.stderr.strip()[-300:]}")
             with open(path + ".sha256.part", "w") as stream:
                 stream.write(_file_digest(partial))
             os.replace(path + ".sha256.part", path + ".sha256")
             os.replace(partial, path)   # whole or not at all, even with parallel builds
+            if os.path.isfile(path + ".failed"):   # another g++ failed before
+                os.remove(path + ".failed")
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
     return path
+
+
+def compiler_version():
+    """The first line of `g++ --version`, and where that g++ is: a record of a failed build
+    holds it, so that the build is tried again once g++ is upgraded or replaced."""
+    try:
+        shown = subprocess.run(["g++", "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    first = (shown.stdout.strip().splitlines() or [""])[0]
+    return f"{first} ({shutil.which('g++')})"
+
+
+def _failed_with(path):
+    """The compiler a failed build of `path` recorded (None: no failed build recorded)."""
+    try:
+        with open(path + ".failed", encoding="utf-8", errors="replace") as stream:
+            return stream.readline().rstrip("\n")
+    except OSError:
+        return None
 
 
 def private_folder(folder):

@@ -19,6 +19,7 @@ Users: a learned row per user (the paper's input), or with `history` (`--user_in
      the artists they played (`UserHistory`, FISM): the scorer sums each user's rows once, and
      re-scores only the (user, artist) pairs the user played, which leave that artist out.
 """
+import dataclasses
 import json
 import os
 import warnings
@@ -32,11 +33,11 @@ import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from files import json_default  # noqa: E402
+import model_table  # noqa: E402
 from kernels import USE_KERNEL, fused_kernel  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
 
-MODEL_NAMES = ("mlp", "gmf", "neumf", "bpr")
 STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overhead
 
 
@@ -337,36 +338,61 @@ def _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix="", h
     return layers.Multiply(name=f"{prefix}product")([user_vector, item_vector])  # (n, c, d)
 
 
+@dataclasses.dataclass(frozen=True)
+class Blueprint:
+    """What a model is built from: its name (an entry of model_table.MODELS), its tables' sizes
+    and its settings. `build()` makes it, on one device or inside a strategy's scope."""
+    name: str
+    num_users: int
+    num_items: int
+    embedding_dim: int = 32
+    hidden_units: tuple = (32, 16, 8)
+    l2: float = 0.0
+    dropout: float = 0.0
+    learning_rate: float = 1e-3
+    optimizer: str = "lazy_adam"
+    history: tuple = None      # (training users, artists) for --user_input=history
+
+    def build(self):
+        return build_model(self.name, self.num_users, self.num_items, self.embedding_dim,
+                           tuple(self.hidden_units), self.l2, self.dropout, self.learning_rate,
+                           self.optimizer, self.history)
+
+
+def _tower(kind, user, item, num_users, num_items, embedding_dim, hidden_units, l2, dropout,
+           prefix, initializer, history):
+    """One tower of a pointwise model -> its (n, c, width) output."""
+    if kind == "mlp":
+        return _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2,
+                          dropout, prefix, initializer, history)
+    return _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix, history)
+
+
 def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 16, 8),
                 l2=0.0, dropout=0.0, learning_rate=1e-3, optimizer="lazy_adam", history=None):
-    """-> compiled keras.Model named `name`. `mlp` with l2=0, dropout=0 is the notebook's model,
-    with Keras' default (uniform) embedding initialiser as there; the others use the paper's
-    N(0, 0.01). `history` = (training users, artists): mlp, gmf and neumf then represent a user
-    by the artists they played (`UserHistory`) instead of a row of their own."""
+    """-> compiled keras.Model named `name`, made of the towers model_table gives it. `mlp` with
+    l2=0, dropout=0 is the notebook's model, with Keras' default (uniform) embedding
+    initialiser as there; the others use the paper's N(0, 0.01). `history` = (training users,
+    artists): a model with `history_input` then represents a user by the artists they played
+    (`UserHistory`) instead of a row of their own."""
+    spec = model_table.spec(name)
+    if not spec.trained:
+        raise ValueError(f"--model={name} has no weights to build")
     user = keras.Input(shape=(), name="user", dtype="int32")
     if history is not None:
-        if name not in ("mlp", "gmf", "neumf"):
-            raise ValueError(f"--user_input=history is for mlp, gmf and neumf, not {name}")
+        if not spec.history_input:
+            raise ValueError(f"--user_input=history is for "
+                             f"{model_table.names(lambda m: m.history_input)}, not {name}")
         history = history_keys(*history, num_users, num_items)
-    if name == "bpr":
+    if spec.pairwise:
         item = keras.Input(shape=(), name="item", dtype="int32")
         return _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rate,
                           optimizer)
     item = keras.Input(shape=(None,), name="item", dtype="int32")    # c artists per user
-    if name == "mlp":
-        top = _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units,
-                         l2, dropout, initializer="uniform", history=history)
-    elif name == "gmf":
-        top = _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, history=history)
-    elif name == "neumf":
-        gmf = _gmf_tower(user, item, num_users, num_items, embedding_dim, l2, prefix="gmf_",
-                         history=history)
-        mlp = _mlp_tower(user, item, num_users, num_items, embedding_dim, hidden_units, l2,
-                         dropout, prefix="mlp_", history=history)
-        top = layers.Concatenate(name="fuse")([gmf, mlp])
-    else:
-        raise ValueError(f"--model={name!r} is unknown; choose one of {', '.join(MODEL_NAMES)}, "
-                         "or pop")
+    tops = [_tower(tower, user, item, num_users, num_items, embedding_dim, hidden_units, l2,
+                   dropout, spec.layer_name(tower, ""), spec.initializer, history)
+            for tower in spec.towers]
+    top = tops[0] if len(tops) == 1 else layers.Concatenate(name="fuse")(tops)
     probability = layers.Dense(1, activation="sigmoid", name="prediction")(top)   # (n, c, 1)
     probability = layers.Reshape((-1,), name="score")(probability)               # (n, c)
     model = keras.Model([user, item], probability, name=name)
@@ -438,12 +464,12 @@ def settings_of(model):
     models with an MLP), "L2", "DROPOUT", "USER_INPUT", and "OPTIMIZER" and "LEARNING_RATE"
     when it was compiled with an optimizer this script makes}."""
     names = {layer.name: layer for layer in model.layers}
-    item = names.get("mlp_item_embedding") or names.get("gmf_item_embedding") or \
-        names["item_embedding"]
+    spec = model_table.spec(model.name)
+    item = names[spec.item_table]
     regularizer = item.activity_regularizer
-    prefix = "mlp_" if model.name == "neumf" else ""
-    hidden = [names[f"{prefix}hidden_{n}"].units for n in range(1, len(names) + 1)
-              if f"{prefix}hidden_{n}" in names]
+    hidden = [names[spec.layer_name("mlp", f"hidden_{n}")].units
+              for n in range(1, len(names) + 1)
+              if spec.layer_name("mlp", f"hidden_{n}") in names]
     dropout = [layer.rate for layer in model.layers if isinstance(layer, layers.Dropout)]
     found = {"NUM_FACTOR": int(item.output_dim),
              "L2": float(regularizer.l2) if regularizer is not None else 0.0,
@@ -545,10 +571,10 @@ def _scorer_parts(model):
     """The model's weights as the scorer uses them -> (parts, history towers, GMF size): the
     first Dense layer split into a user half per user and an artist half per artist, computed
     once here rather than once per pair."""
-    name = model.name
+    spec = model_table.spec(model.name)
     parts, history = {}, {}
-    if name in ("mlp", "neumf"):
-        prefix = "mlp_" if name == "neumf" else ""
+    if "mlp" in spec.towers:
+        prefix = spec.layer_name("mlp", "")
         user_table, history["mlp"] = _user_rows(model, prefix)
         item_table = _weights(model, f"{prefix}item_embedding")[0]
         kernel, bias = _weights(model, f"{prefix}hidden_1")
@@ -559,12 +585,12 @@ def _scorer_parts(model):
         count = sum(1 for layer in model.layers if layer.name.startswith(f"{prefix}hidden_"))
         parts["stack"] = [(tf.constant(k), tf.constant(b))
                           for k, b in _dense_stack(model, prefix, count)]
-    if name in ("gmf", "neumf"):
-        prefix = "gmf_" if name == "neumf" else ""
+    if "gmf" in spec.towers:
+        prefix = spec.layer_name("gmf", "")
         user_table, history["gmf"] = _user_rows(model, prefix)
         parts["gmf_user"] = tf.constant(user_table)
         parts["gmf_item"] = tf.constant(_weights(model, f"{prefix}item_embedding")[0])
-    if name == "bpr":
+    if spec.pairwise:   # BPR: a dot product, scored as a GMF tower without its output layer
         parts["gmf_user"] = tf.constant(_weights(model, "user_embedding")[0])
         parts["gmf_item"] = tf.constant(_weights(model, "item_embedding")[0])
         parts["item_bias"] = tf.constant(_weights(model, "item_bias")[0][:, 0])

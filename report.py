@@ -15,14 +15,54 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import data  # noqa: E402
+import errors  # noqa: E402
 import evaluate  # noqa: E402
+import model_table  # noqa: E402
 import models  # noqa: E402
 import files  # noqa: E402
+import loading  # noqa: E402
+import settings  # noqa: E402
+from split import split_digest  # noqa: E402
 
 
-def plot_run(result, popularity, top_k, folder):
-    """Training curves and hit ratio at K = 1..20 against popularity -> the PNG paths."""
+def write_run(s, plays, split, model, result, folder, version):
+    """metrics.json, the saved model, plots, recommendations and similar artists."""
+    popularity = result["popularity"]
+    metrics = {
+        "model": result["model"], "hit_ratio": result["hit_ratio"], "ndcg": result["ndcg"],
+        "popularity_hit_ratio": popularity["hit_ratio"], "popularity_ndcg": popularity["ndcg"],
+        "num_test_users": int(len(split.test_users)), "num_epoch": len(result["history"]),
+        "best_epoch": result["best_epoch"], "train_seconds": result["train_seconds"],
+        "eval_seconds": result.get("eval_seconds", 0.0), "history": result["history"],
+        "played_negatives": split.played_negatives[0],
+        "played_negative_users": split.played_negatives[1],
+        "settings": settings.recorded(s),
+        "version": version}
+    for key in ("full_hit_ratio", "full_ndcg", "full_users"):
+        if key in result:
+            metrics[key] = result[key]
+            metrics["popularity_" + key] = popularity[key]
+    if model is not None and (not s.load or s.num_epoch):   # trained here
+        path = os.path.join(folder, f"{result['model']}.keras")
+        digest = split_digest(split)
+        ids = loading.id_record(plays)
+        files.atomic_write(path, lambda temporary: models.save(model, temporary, digest, ids))
+        metrics["saved_model"] = path
+        print(f"saved model: {path}")
+    files.atomic_write(os.path.join(folder, "metrics.json"),
+                       lambda path: files.write_json(path, metrics))
+    for path in plot_run(result, popularity, s.top_k, folder, 1 + s.num_eval_negatives):
+        print(f"plot: {path}")
+    if s.recommend_user and model is not None:
+        recommend(model, plays, split, settings.parse_user_list(s.recommend_user), s.top_k,
+                  folder)
+    if s.similar_to and model is not None:
+        similar_artists(model, plays, s.similar_to, 10, folder)
+
+
+def plot_run(result, popularity, top_k, folder, candidates):
+    """Training curves and hit ratio at K = 1..20 against popularity -> the PNG paths.
+    `candidates`: how many artists each test user's held-out one was ranked among."""
     paths = []
     history = result.get("history") or []
     if history:
@@ -44,15 +84,15 @@ def plot_run(result, popularity, top_k, folder):
         right.legend()
         paths.append(_save(figure, os.path.join(folder, "training_curves.png")))
     if "ranks" in result:
-        max_k = 20
+        max_k = min(20, candidates)
         figure, axes = plt.subplots(figsize=(6, 4))
         ks = np.arange(1, max_k + 1)
         axes.plot(ks, evaluate.hit_ratio_curve(result["ranks"], max_k), marker="o",
                   label=result["model"])
         axes.plot(ks, evaluate.hit_ratio_curve(popularity["ranks"], max_k), marker="s",
                   label="popularity")
-        axes.set(title="hit ratio at K (1 held-out artist among 100 candidates)", xlabel="K",
-                 ylabel="hit ratio", xticks=ks[::2])
+        axes.set(title=f"hit ratio at K (1 held-out artist among {candidates:,} candidates)",
+                 xlabel="K", ylabel="hit ratio", xticks=ks[::2])
         axes.legend()
         paths.append(_save(figure, os.path.join(folder, "hit_ratio_at_k.png")))
     return paths
@@ -66,7 +106,7 @@ def _save(figure, path):
 
 
 def user_rows(users, plays):
-    """The user ids as given (text) -> their table rows, or a DataError naming the first that is
+    """The user ids as given (text) -> their table rows, or a InputError naming the first that is
     not in the data. Ids the file wrote as numbers are rows themselves when they were not mapped."""
     if plays.user_labels is None:
         rows = [int(u) if u.isdigit() and int(u) < plays.num_users else -1 for u in users]
@@ -77,8 +117,8 @@ def user_rows(users, plays):
         span = f"{len(index):,} user ids, such as {', '.join(map(str, index[:3]))}"
     for user, row in zip(users, rows):
         if row < 0:
-            raise data.DataError(f"--recommend_user: user id {user[:80]!r} is not in the data "
-                                 f"({span})")
+            raise errors.InputError(f"--recommend_user: user id {user[:80]!r} is not in the data "
+                                    f"({span})")
     return rows
 
 
@@ -114,12 +154,12 @@ def recommend(model, plays, split, users, top_k, folder, shown=10):
 
 
 def item_embedding_name(model):
-    return "gmf_item_embedding" if model.name == "neumf" else "item_embedding"
+    return model_table.spec(model.name).item_table
 
 
 def find_artist(plays, name):
     """The artist id whose name matches (case-insensitive; between names that differ only in
-    case, the exact spelling decides), or a DataError with suggestions."""
+    case, the exact spelling decides), or a InputError with suggestions."""
     lowered = np.array([str(n).lower() for n in plays.artist_names])
     known = (np.ones(len(lowered), bool) if plays.artist_known is None
              else plays.artist_known)
@@ -129,11 +169,11 @@ def find_artist(plays, name):
         return exact[0] if exact else int(matches[0])
     if len(matches) > 1:      # names that differ only in case: the user must say which
         spelled = ", ".join(repr(str(plays.artist_names[m])) for m in matches[:5])
-        raise data.DataError(f"--similar_to: {len(matches)} artists are named {name!r} apart "
-                             f"from case ({spelled}); write the name as one of them")
+        raise errors.InputError(f"--similar_to: {len(matches)} artists are named {name!r} apart "
+                                f"from case ({spelled}); write the name as one of them")
     close = difflib.get_close_matches(name.lower(), lowered[known].tolist(), n=5, cutoff=0.6)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
-    raise data.DataError(f"--similar_to: no artist named {name!r} in the data{hint}")
+    raise errors.InputError(f"--similar_to: no artist named {name!r} in the data{hint}")
 
 
 def similar_artists(model, plays, name, count=10, folder=None):

@@ -8,7 +8,7 @@ Out: one frozen `Settings` with a lower-case field per constant, plus `given` (t
      and `changed` are derived from the same constants, so code, --help and README agree.
 Refuses: an unknown name (with the closest known one), a value of another type than the
      constant's, a value out of range, settings that contradict each other or that the chosen
-     model would not use, each as a one-line `SettingError`.
+     model would not use, each as a one-line `InputError`.
 """
 import ast
 import dataclasses
@@ -20,6 +20,10 @@ import re
 import textwrap
 import tokenize
 
+from errors import InputError
+import model_table
+from model_table import MODELS
+
 MAX_VALUE_LENGTH = 1000   # characters: a longer value is refused before it is parsed
 SIZE = "an integer from 1 to 2**31 - 1"   # a size beyond int32 fails inside TensorFlow
 
@@ -28,10 +32,6 @@ SIZE = "an integer from 1 to 2**31 - 1"   # a size beyond int32 fails inside Ten
 RUN_ONLY = ("root_url", "export_split", "output_dir", "num_epoch", "patience", "resume",
             "top_k", "full_ranking_users", "load", "recommend_user", "similar_to", "quiet",
             "compare", "replace_played_negatives")
-
-
-class SettingError(ValueError):
-    """A bad --name=value: the message is meant for the user as it is."""
 
 
 class HelpRequested(Exception):
@@ -104,6 +104,28 @@ def fingerprint(settings, model):
     return {**values, "model": model}
 
 
+def for_model(settings, name):
+    """The settings model `name` trains with: its validation-chosen defaults (model_table), or
+    the file's constants, unless given on the command line."""
+    file_values = {field.name: field.default for field in dataclasses.fields(settings)}
+    tuned = {key.lower() for spec in MODELS.values() for key in spec.defaults}
+    own = {key: MODELS[name].defaults.get(key.upper(), file_values[key]) for key in tuned
+           if key not in settings.given}
+    applied = tuple(k.lower() for k in MODELS[name].defaults if k.lower() not in settings.given)
+    return dataclasses.replace(settings, **own, model=name, applied=applied)
+
+
+def recorded(settings):
+    """Every setting as metrics.json records it; paths made absolute, so that a --load run from
+    another folder finds the data the model was trained on."""
+    values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
+              if field.name not in ("given", "applied")}
+    for key in ("data_dir", "split", "output_dir", "load", "export_split"):
+        if values[key]:
+            values[key] = os.path.abspath(values[key])
+    return values
+
+
 def changed(settings, defaults):
     """The settings that differ from the file's constants, as name=value."""
     return [f"{name.lower()}={short(getattr(settings, name.lower()))}" for name in defaults
@@ -119,15 +141,15 @@ def split_arguments(argv, defaults):
         if argument in ("-h", "--help"):
             raise HelpRequested()
         if not argument.startswith("--") or argument == "--":
-            raise SettingError(f"unexpected argument {short(argument)}; settings are "
-                               "--name=value (--help lists them)")
+            raise InputError(f"unexpected argument {short(argument)}; settings are "
+                             "--name=value (--help lists them)")
         name, equals, text = argument[2:].partition("=")
         key = name.upper()
         if key not in defaults:
-            raise SettingError(unknown_message(name, defaults))
+            raise InputError(unknown_message(name, defaults))
         if not equals and not isinstance(defaults[key], bool):
             if index >= len(argv) or argv[index].startswith("--"):
-                raise SettingError(f"--{name} needs a value, like --{name}={defaults[key]!r}")
+                raise InputError(f"--{name} needs a value, like --{name}={defaults[key]!r}")
             text, index = argv[index], index + 1
         pairs.append((key, text if (equals or not isinstance(defaults[key], bool)) else None))
     return pairs
@@ -153,10 +175,10 @@ KINDS = {int: "an integer", float: "a number", str: "text",
 
 
 def typed_value(key, text, default):
-    """The text of --key=text as a value of the default's type, or a SettingError."""
+    """The text of --key=text as a value of the default's type, or a InputError."""
     if len(text) > MAX_VALUE_LENGTH:
-        raise SettingError(f"--{key.lower()} is {len(text):,} characters long; at most "
-                           f"{MAX_VALUE_LENGTH:,} are read")
+        raise InputError(f"--{key.lower()} is {len(text):,} characters long; at most "
+                         f"{MAX_VALUE_LENGTH:,} are read")
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -176,15 +198,15 @@ def typed_value(key, text, default):
     if isinstance(default, tuple) and isinstance(value, (int, list)):
         value = tuple(value) if isinstance(value, list) else (value,)
     if type(value) is not type(default):   # 2.5 for an integer is refused, never truncated
-        raise SettingError(f"--{key.lower()}={short(text)} is {KINDS.get(type(value), 'text')}; "
-                           f"expected {KINDS[type(default)]} like --{key.lower()}={default!r}")
+        raise InputError(f"--{key.lower()}={short(text)} is {KINDS.get(type(value), 'text')}; "
+                         f"expected {KINDS[type(default)]} like --{key.lower()}={default!r}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise SettingError(f"--{key.lower()}={short(text)} is not a finite number")
+        raise InputError(f"--{key.lower()}={short(text)} is not a finite number")
     return value
 
 
 def parse(argv, defaults, model_defaults, settings_class):
-    """The command line -> Settings, checked (SettingError), or HelpRequested."""
+    """The command line -> Settings, checked (InputError), or HelpRequested."""
     values, given = dict(defaults), set()
     for key, text in split_arguments(argv, defaults):
         values[key] = True if text is None else typed_value(key, text, defaults[key])
@@ -216,7 +238,7 @@ CHOICES = {"strategy": ("none", "mirrored", "parameter_server"),
            "dataset": ("lastfm", "lastfm-360k", "lastfm-2k", "sample", "synthetic"),
            "optimizer": ("lazy_adam", "adam", "sgd"),
            "rows": ("play", "pair"), "user_input": ("id", "history"),
-           "model": ("mlp", "gmf", "neumf", "bpr", "pop")}
+           "model": tuple(MODELS)}
 
 
 def check_ranges(s):
@@ -246,25 +268,25 @@ def check_ranges(s):
               for key, options in CHOICES.items()]
     for key, ok, accepted in rules:
         if not ok:
-            raise SettingError(f"--{key}={short(getattr(s, key))} is out of range; expected "
-                               f"{accepted}")
+            raise InputError(f"--{key}={short(getattr(s, key))} is out of range; expected "
+                             f"{accepted}")
 
 
 def check_combinations(s):
     """Settings that contradict each other, or that the run would silently ignore."""
-    given = s.given
+    given, spec = s.given, MODELS[s.model]
     refusals = [
-        (s.user_input == "history" and s.model in ("bpr", "pop") and not s.compare,
-         f"--user_input=history is for mlp, gmf and neumf; --model={s.model} has no such input "
-         "(use --user_input=id)"),
-        (s.pretrain and s.model != "neumf" and not s.compare,
-         f"--pretrain is for --model=neumf (its GMF and MLP towers are trained first); "
-         f"--model={s.model} has nothing to pretrain"),
+        (s.user_input == "history" and not spec.history_input and not s.compare,
+         f"--user_input=history is for {model_table.names(lambda m: m.history_input)}; "
+         f"--model={s.model} has no such input (use --user_input=id)"),
+        (s.pretrain and not spec.pretrainable and not s.compare,
+         f"--pretrain is for --model={model_table.names(lambda m: m.pretrainable)} (its towers "
+         f"are trained first); --model={s.model} has nothing to pretrain"),
         (bool(s.data_dir) and s.dataset != "lastfm",
          f"--data_dir is read by --dataset=lastfm; --dataset={s.dataset} brings its own data "
          "(drop one of them)"),
         (s.compare and "model" in given,
-         f"--compare trains every model (pop, bpr, gmf, mlp, neumf); drop --model={s.model}"),
+         f"--compare trains every model ({', '.join(MODELS)}); drop --model={s.model}"),
         ("patience" in given and not (s.validation or s.compare or s.load),
          f"--patience counts epochs without a better validation hit ratio; --model={s.model} "
          "trains without validation unless --validation is given"),
@@ -279,10 +301,12 @@ def check_combinations(s):
     ]
     refusals += strategy_refusals(s)
     wants_model = [f"--{k}" for k in ("recommend_user", "similar_to") if getattr(s, k)]
-    refusals.append((bool(wants_model) and (s.compare or (s.model == "pop" and not s.load)),
+    refusals.append((bool(wants_model) and (s.compare or (not spec.trained and not s.load)),
                      f"{' and '.join(wants_model)} need one model with embeddings; "
-                     + ("--compare trains five" if s.compare else "--model=pop has none")
-                     + ": choose it with --model=mlp, gmf, neumf or bpr"))
+                     + (f"--compare trains {len(MODELS)} models" if s.compare
+                        else f"--model={s.model} has none")
+                     + f": choose it with --model="
+                       f"{model_table.names(lambda m: m.trained, last='or')}"))
     refusals.append(("replace_played_negatives" in given and not s.split,
                      "--replace_played_negatives replaces negatives listed in a --split's "
                      ".test.negative file; without --split the candidates are drawn unplayed"))
@@ -293,7 +317,7 @@ def check_combinations(s):
                          f"from its files; drop {', '.join(ignored)}"))
     for refused, message in refusals:
         if refused:
-            raise SettingError(message)
+            raise InputError(message)
 
 
 def strategy_refusals(s):
@@ -306,7 +330,8 @@ def strategy_refusals(s):
         (s.strategy != "none" and (s.compare or s.pretrain),
          f"--strategy={s.strategy} trains one model; --compare and --pretrain train several "
          "(drop one of them)"),
-        (server and s.model == "pop", "--model=pop trains nothing to distribute"),
+        (server and not MODELS[s.model].trained,
+         f"--model={s.model} trains nothing to distribute"),
         (server and s.user_input == "history",
          "--strategy=parameter_server shards the tables by rows, and the history input sums "
          "whole tables: add --user_input=id"),
@@ -320,39 +345,30 @@ def check_paths(s):
     for key in ("split", "export_split", "data_dir", "load", "recommend_user", "similar_to",
                 "root_url"):
         if key in s.given and not getattr(s, key).strip():
-            raise SettingError(f"--{key}= is empty; give it a value or leave it out")
+            raise InputError(f"--{key}= is empty; give it a value or leave it out")
     if s.split and s.export_split and (os.path.realpath(s.split)
                                        == os.path.realpath(s.export_split)):
-        raise SettingError(f"--export_split={s.export_split} would overwrite the --split files "
-                           "it reads (their ratings and timestamps become 1 and 0); export to "
-                           "another prefix")
+        raise InputError(f"--export_split={s.export_split} would overwrite the --split files "
+                         "it reads (their ratings and timestamps become 1 and 0); export to "
+                         "another prefix")
     for key in ("split", "export_split"):
         if getattr(s, key).endswith(("/", os.sep)):
-            raise SettingError(f"--{key}={getattr(s, key)} ends with a folder; it is a prefix of "
-                               "three files, like out/lastfm for out/lastfm.train.rating, "
-                               "out/lastfm.test.rating and out/lastfm.test.negative")
-
-
-# What pop and bpr do not read (with --compare or --load these apply where they can)
-POP_UNUSED = ("num_epoch", "validation", "patience", "resume", "num_factor", "l2",
-              "learning_rate", "optimizer", "batch_size", "neg_ratio", "rows")
-BPR_UNUSED = ("neg_ratio", "rows")
+            raise InputError(f"--{key}={getattr(s, key)} ends with a folder; it is a prefix of "
+                             "three files, like out/lastfm for out/lastfm.train.rating, "
+                             "out/lastfm.test.rating and out/lastfm.test.negative")
 
 
 def check_unused(model, given):
-    """A one-line SettingError for a setting `model` would silently not use."""
-    mlp_only = [key for key in ("hidden_units", "dropout") if key in given]
-    if mlp_only and model in ("gmf", "bpr", "pop"):
-        raise SettingError(f"--{mlp_only[0]} sizes the MLP of mlp and neumf; --model={model} "
-                           "has none (drop it)")
-    unused = [f"--{key}" for key in POP_UNUSED if key in given]
-    if unused and model == "pop":
-        raise SettingError(f"--model=pop ranks artists by their training listeners and trains "
-                           f"nothing; drop {', '.join(unused)}")
-    unused = [f"--{key}" for key in BPR_UNUSED if key in given]
-    if unused and model == "bpr":
-        raise SettingError(f"--model=bpr trains on (user, played, unplayed) triples, one "
-                           f"negative a play in a row of its own; drop {', '.join(unused)}")
+    """A one-line InputError for a setting `model` would silently not use."""
+    no_mlp, unused, why = model_table.unused_settings(model)
+    mlp_only = [key for key in no_mlp if key in given]
+    if mlp_only:
+        raise InputError(f"--{mlp_only[0]} sizes the MLP of "
+                         f"{model_table.names(lambda m: 'mlp' in m.towers)}; --model={model} "
+                         "has none (drop it)")
+    unused = [f"--{key}" for key in unused if key in given]
+    if unused:
+        raise InputError(f"--model={model} {why}; drop {', '.join(unused)}")
 
 
 def parse_user_list(text):
@@ -360,5 +376,5 @@ def parse_user_list(text):
     rows they are is known only once the data is read (`report.user_rows`)."""
     users = [part.strip() for part in str(text).split(",") if part.strip()]
     if not users:
-        raise SettingError(f"--recommend_user={short(text)} must be user ids like 0 or 0,12,300")
+        raise InputError(f"--recommend_user={short(text)} must be user ids like 0 or 0,12,300")
     return list(dict.fromkeys(users))

@@ -21,7 +21,7 @@ Out: a folder holding the notebook's CSV files, with ids as in the original (str
      complete; each CSV is written under a temporary name and renamed when complete
      (`files.atomic_write`), and a failed conversion removes every CSV it wrote, so a CSV under
      its real name is always a whole one, from one conversion.
-Refuses, each as one line of `data.DataError` (the script exits with code 2): an unknown data
+Refuses, each as one line of `errors.InputError` (the script exits with code 2): an unknown data
      set; a `root_url` that is not http:// or https://; a download that fails (no network, a
      refused connection, HTTP 404, a transfer cut short), naming the URL and the alternatives;
      a truncated or corrupt archive, naming the file, which is deleted so that the next run
@@ -77,7 +77,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data import ARTIST_FILE, COLUMNS, PLAY_FILE, USER_FILE, DataError, error_reason
+from data import ARTIST_FILE, COLUMNS, PLAY_FILE, USER_FILE
+from errors import InputError, error_reason
 from files import atomic_write, write_json
 
 CONVERTED_FILE = ".converted"   # written last: the CSVs beside it are one whole conversion
@@ -110,7 +111,7 @@ CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadG
 
 
 class _Corrupt(Exception):
-    """Raised inside a conversion for a damaged archive; `fetch` turns it into a DataError."""
+    """Raised inside a conversion for a damaged archive; `fetch` turns it into a InputError."""
 
 
 def fetch(dataset, root_url="", cache_dir=None, log=print):
@@ -121,12 +122,12 @@ def fetch(dataset, root_url="", cache_dir=None, log=print):
     folder is made in (default ~/.keras); `log` takes one line of progress at a time.
     """
     if dataset not in DATASETS:
-        raise DataError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)}")
+        raise InputError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)}")
     source = DATASETS[dataset]
     archive_name = os.path.basename(urllib.parse.urlparse(source["url"]).path)
     if root_url:
         if urllib.parse.urlparse(root_url).scheme not in ("http", "https"):
-            raise DataError(f"ROOT_URL {root_url!r} must start with https:// or http://")
+            raise InputError(f"ROOT_URL {root_url!r} must start with https:// or http://")
         url = (root_url if root_url.endswith("/") else root_url + "/") + archive_name
     else:
         url = source["url"]
@@ -156,9 +157,9 @@ def _download(url, archive, folder):
     except Exception as error:   # get_file raises a bare Exception for HTTP and URL errors
         reason = error_reason(error).replace(f"URL fetch failure on {url}: ", "")
         reason = reason.removeprefix("None -- ")   # get_file's errno of a URLError, often None
-        raise DataError(f"could not download {url} ({reason}); use --data_dir=DIR with the CSV "
-                        f"files, put {os.path.basename(archive)} in {folder}, or use "
-                        "--dataset=sample to run offline") from None
+        raise InputError(f"could not download {url} ({reason}); use --data_dir=DIR with the CSV "
+                         f"files, put {os.path.basename(archive)} in {folder}, or use "
+                         "--dataset=sample to run offline") from None
 
 
 def _remove_stale_temporaries(folder, archive_name):
@@ -209,12 +210,12 @@ def _convert(dataset, archive, folder, log):
         # Bytes damaged in the middle can decompress to text that fails a check before the
         # archive's own checksum is reached: a refused member is checked against it
         damage = str(error) if isinstance(error, _Corrupt) else (
-            _damage(archive) if isinstance(error, DataError) else None)
+            _damage(archive) if isinstance(error, InputError) else None)
         if damage:
             if os.path.lexists(archive):
                 os.remove(archive)
-            raise DataError(f"{archive}: the archive is truncated or corrupt ({damage}); it was "
-                            "deleted, so the next run downloads it again") from None
+            raise InputError(f"{archive}: the archive is truncated or corrupt ({damage}); it was "
+                             "deleted, so the next run downloads it again") from None
         raise
     atomic_write(os.path.join(folder, CONVERTED_FILE), lambda temporary: write_json(
         temporary, {"version": CONVERTER_VERSION, "archive": os.path.basename(archive),
@@ -346,26 +347,26 @@ def _member_chunks(stream, where, member):
                 if member in HEADERS:
                     header = [str(value).strip().lstrip("\ufeff") for value in chunk.iloc[0]]
                     if header != expected:
-                        raise DataError(f"{where}: unexpected columns {', '.join(header)}; "
-                                        f"expected the tab-separated header {shown}")
+                        raise InputError(f"{where}: unexpected columns {', '.join(header)}; "
+                                         f"expected the tab-separated header {shown}")
                     chunk, lines = chunk.iloc[1:], lines[1:]
                 elif chunk.shape[1] != len(expected):
-                    raise DataError(f"{where}: line 1 has {chunk.shape[1]} tab-separated fields; "
-                                    f"expected {len(expected)} ({shown})")
+                    raise InputError(f"{where}: line 1 has {chunk.shape[1]} tab-separated fields; "
+                                     f"expected {len(expected)} ({shown})")
             filled = (chunk != "").any(axis=1).to_numpy()   # blank lines: every field empty
             yield chunk[filled], lines[filled]
     except pd.errors.EmptyDataError:
-        raise DataError(f"{where}: the member is empty; expected tab-separated lines of "
-                        f"{shown}") from None
+        raise InputError(f"{where}: the member is empty; expected tab-separated lines of "
+                         f"{shown}") from None
     except pd.errors.ParserError as error:
-        raise DataError(f"{where}: {error_reason(error, -1).split('C error: ')[-1]}; "
-                        f"expected {len(expected)} tab-separated fields ({shown})") from None
+        raise InputError(f"{where}: {error_reason(error, -1).split('C error: ')[-1]}; "
+                         f"expected {len(expected)} tab-separated fields ({shown})") from None
     finally:
         reader.close()
 
 
 def _plays(values, lines, where):
-    """A column of plays (strings) -> int64, or a DataError naming the first bad value's line."""
+    """A column of plays (strings) -> int64, or a InputError naming the first bad value's line."""
     numbers = pd.to_numeric(values, errors="coerce")
     floats = numbers.to_numpy(np.float64, na_value=np.nan)
     with np.errstate(invalid="ignore"):
@@ -374,8 +375,8 @@ def _plays(values, lines, where):
         row = int(np.argmax(bad))
         value = values.iloc[row]
         shown = "missing" if value == "" else repr(value)
-        raise DataError(f"{where}: line {lines[row]:,}: plays is {shown}; expected a whole "
-                        "number of plays (0 or more)")
+        raise InputError(f"{where}: line {lines[row]:,}: plays is {shown}; expected a whole "
+                         "number of plays (0 or more)")
     return numbers.astype(np.int64)
 
 
@@ -398,9 +399,9 @@ def _damage(archive):
 def _check_members(archive, dataset, present):
     missing = [name for name in DATASETS[dataset]["members"] if name not in present]
     if missing:
-        raise DataError(f"{archive}: no member {missing[0]}; the {dataset} archive holds "
-                        f"{' and '.join(DATASETS[dataset]['members'])} (is it another file? "
-                        "delete it to download it again)")
+        raise InputError(f"{archive}: no member {missing[0]}; the {dataset} archive holds "
+                         f"{' and '.join(DATASETS[dataset]['members'])} (is it another file? "
+                         "delete it to download it again)")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ Out: `Split`: the training pairs, one held-out test artist per user with `num_ev
      user with its own candidates. `split_digest` names what a model trained on a split has seen.
 Refuses: data where no user can be tested, and split files with a test pair in the training
      file, a user on two lines of the test file, a line over 100,000 bytes, or a .test.negative
-     line without negatives, each as a `data.DataError` naming the file and line. A listed
+     line without negatives, each as a `errors.InputError` naming the file and line. A listed
      negative the user played (or their held-out item), as some published files of papers that
      built on NCF have, is scored as given and counted, or replaced when asked.
 """
@@ -21,8 +21,8 @@ import pandas as pd
 
 import sampling
 from files import new_temporary, reading
-from data import (INT64_MAX, DataError, _check_dense_ids, _merge_pairs, check_line_lengths,
-                  error_reason)
+from errors import InputError, error_reason
+from data import INT64_MAX, _check_dense_ids, _merge_pairs, check_line_lengths
 
 
 
@@ -73,18 +73,18 @@ def leave_one_out(plays, num_eval_negatives, seed, validation=False):
     counts = np.bincount(users, minlength=plays.num_users)
     free = sampler.num_free
     if not (counts >= 2).any():
-        raise DataError(f"no user has played 2 or more artists (the data has {len(users):,} "
-                        "user-artist pairs, one per user), so none can have an artist held out "
-                        "for testing and another to train on; the data needs such users")
+        raise InputError(f"no user has played 2 or more artists (the data has {len(users):,} "
+                         "user-artist pairs, one per user), so none can have an artist held out "
+                         "for testing and another to train on; the data needs such users")
     most = int(free[counts >= 2].max())
     if num_eval_negatives > most == 0:
-        raise DataError("every user with 2 or more artists has played all "
-                        f"{len(sampler.items):,} artists, so no unplayed artist is left to be a "
-                        "test candidate; the data needs artists some such users did not play")
+        raise InputError("every user with 2 or more artists has played all "
+                         f"{len(sampler.items):,} artists, so no unplayed artist is left to be a "
+                         "test candidate; the data needs artists some such users did not play")
     if num_eval_negatives > most:
-        raise DataError(f"NUM_EVAL_NEGATIVES={num_eval_negatives} is larger than the artists any "
-                        f"testable user has not played (at most {most}); use "
-                        f"--num_eval_negatives={most} or less")
+        raise InputError(f"NUM_EVAL_NEGATIVES={num_eval_negatives} is larger than the artists any "
+                         f"testable user has not played (at most {most}); use "
+                         f"--num_eval_negatives={most} or less")
     testable = (counts >= 2) & (free >= num_eval_negatives)
     assert (users[1:] >= users[:-1]).all(), "Plays are sorted by user"
     # The held-out artist is the user's lowest key, the validation artist the second lowest:
@@ -193,7 +193,7 @@ def _read_ncf_split(prefix, seed, validation, replace_played):
     paths = [prefix + suffix for suffix in (".train.rating", ".test.rating", ".test.negative")]
     for path in paths:
         if not os.path.isfile(path):
-            raise DataError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
+            raise InputError(f"{path}: file not found; --split=PREFIX needs {', '.join(paths)}")
         check_line_lengths(path)
     train = _read_rating(paths[0])
     test = _read_rating(paths[1])
@@ -256,8 +256,8 @@ def replace_played_negatives(sampler, users, negatives, played, rng, path):
         user, kept = users[row], negatives[row][~played[row]]
         needed = int(played[row].sum())
         if sampler.num_free[user] < len(kept) + needed:
-            raise DataError(f"{path}: user {user} has too few unplayed items to replace the "
-                            f"{needed} played negatives of their line")
+            raise InputError(f"{path}: user {user} has too few unplayed items to replace the "
+                             f"{needed} played negatives of their line")
         drawn = sampler.sample_distinct(np.array([user]), len(kept) + needed, rng)[0]
         fresh = drawn[~np.isin(drawn, kept)][:needed]
         negatives[row][played[row]] = fresh
@@ -285,10 +285,10 @@ def _check_one_test_row_per_user(path, test_users):
     if len(repeats):
         row = int(repeats.min())
         first = int(np.argmax(test_users == test_users[row]))
-        raise DataError(f"{path}: line {_rating_line(path, row)} repeats user "
-                        f"{test_users[row]} of line {_rating_line(path, first)}; give each test "
-                        "user one line, the held-out item, or the "
-                        "user is counted twice in evaluation")
+        raise InputError(f"{path}: line {_rating_line(path, row)} repeats user "
+                         f"{test_users[row]} of line {_rating_line(path, first)}; give each test "
+                         "user one line, the held-out item, or the "
+                         "user is counted twice in evaluation")
 
 
 def _check_no_test_pair_in_train(paths, train, test, num_items):
@@ -296,20 +296,20 @@ def _check_no_test_pair_in_train(paths, train, test, num_items):
     leaked = np.isin(test[0] * num_items + test[1], train[0] * num_items + train[1])
     if leaked.any():
         row = int(np.argmax(leaked))
-        raise DataError(f"{paths[1]}: test pair (user {test[0][row]}, item {test[1][row]}) on "
-                        f"line {_rating_line(paths[1], row)} is also in {paths[0]}, as are "
-                        f"{int(leaked.sum()):,} of the {len(leaked):,} test pairs; remove them "
-                        "from the training file")
+        raise InputError(f"{paths[1]}: test pair (user {test[0][row]}, item {test[1][row]}) on "
+                         f"line {_rating_line(paths[1], row)} is also in {paths[0]}, as are "
+                         f"{int(leaked.sum()):,} of the {len(leaked):,} test pairs; remove them "
+                         "from the training file")
 
 
 def _read_rating(path):
     try:
         frame = pd.read_csv(path, sep="\t", header=None, usecols=[0, 1])
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error_reason(error)}); expected "
-                        "tab-separated user, item, ... lines") from None
+        raise InputError(f"{path}: not UTF-8 text ({error_reason(error)}); expected "
+                         "tab-separated user, item, ... lines") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError) as error:
-        raise DataError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
+        raise InputError(f"{path}: not a tab-separated user, item, ... file ({error})") from None
     for column, label in ((0, "user"), (1, "item")):
         values = frame[column]   # (2**63 to 2**64 - 1 are read as uint64: out of range below)
         if pd.api.types.is_signed_integer_dtype(values.dtype) and not (values < 0).any():
@@ -320,12 +320,12 @@ def _read_rating(path):
         too_large = np.array([bool(d) and int(v) > INT64_MAX for d, v in zip(digits, text)])
         row = int(np.argmax(~digits | too_large))
         if too_large[row]:
-            raise DataError(f"{path}: line {_rating_line(path, row)} has {label} "
-                            f"{text.iloc[row].strip()}, out of range; ids are integers from 0 "
-                            f"to {INT64_MAX:,}")
+            raise InputError(f"{path}: line {_rating_line(path, row)} has {label} "
+                             f"{text.iloc[row].strip()}, out of range; ids are integers from 0 "
+                             f"to {INT64_MAX:,}")
         shown = f"no {label}" if pd.isna(text.iloc[row]) else f"{label} {text.iloc[row]!r}"
-        raise DataError(f"{path}: line {_rating_line(path, row)} has {shown}; user and item "
-                        "must be integer ids of 0 or more")
+        raise InputError(f"{path}: line {_rating_line(path, row)} has {shown}; user and item "
+                         "must be integer ids of 0 or more")
     return frame[0].to_numpy(np.int64), frame[1].to_numpy(np.int64)
 
 
@@ -352,35 +352,35 @@ def _read_negatives(path, num_rows):
             split_lines = [(number, line.rstrip("\r\n").split("\t"))
                            for number, line in enumerate(stream, start=1) if line.strip()]
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error_reason(error)}); expected lines of "
-                        "(user,item) then negative item ids, tab-separated") from None
+        raise InputError(f"{path}: not UTF-8 text ({error_reason(error)}); expected lines of "
+                         "(user,item) then negative item ids, tab-separated") from None
     numbered = [(number, fields[1:]) for number, fields in split_lines]
     heads = [fields[0] for _, fields in split_lines]
     lines = [fields for _, fields in numbered]
     if len(lines) != num_rows:
-        raise DataError(f"{path}: expected {num_rows} lines, one per test row, each with the "
-                        f"same number of negatives; found {len(lines)}")
+        raise InputError(f"{path}: expected {num_rows} lines, one per test row, each with the "
+                         f"same number of negatives; found {len(lines)}")
     if not lines[0]:
-        raise DataError(f"{path}: line {numbered[0][0]} has no negatives after its (user,item); "
-                        "each line needs the test pair, then its negative item ids, tab-separated")
+        raise InputError(f"{path}: line {numbered[0][0]} has no negatives after its (user,item); "
+                         "each line needs the test pair, then its negative item ids, tab-separated")
     try:
         if len({len(line) for line in lines}) != 1:
             raise ValueError("lines of different lengths")
         negatives = np.array(lines, dtype=np.int64)
     except (ValueError, OverflowError):
-        raise DataError(f"{path}: {_first_bad_negative_line(numbered)}") from None
+        raise InputError(f"{path}: {_first_bad_negative_line(numbered)}") from None
     if (negatives < 0).any():
         row = int(np.argmax((negatives < 0).any(axis=1)))
-        raise DataError(f"{path}: negatives must be integer item ids of 0 or more (line "
-                        f"{numbered[row][0]} has {negatives[row].min()})")
+        raise InputError(f"{path}: negatives must be integer item ids of 0 or more (line "
+                         f"{numbered[row][0]} has {negatives[row].min()})")
     ordered = np.sort(negatives, axis=1)
     repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
     if repeated.any():
         row = int(np.argmax(repeated))
         item = ordered[row, 1:][ordered[row, 1:] == ordered[row, :-1]][0]
-        raise DataError(f"{path}: line {numbered[row][0]} lists item {item} twice among its "
-                        "negatives; a test user's candidates must be distinct (a repeated one "
-                        "would count twice against the held-out item)")
+        raise InputError(f"{path}: line {numbered[row][0]} lists item {item} twice among its "
+                         "negatives; a test user's candidates must be distinct (a repeated one "
+                         "would count twice against the held-out item)")
     return negatives, np.array([number for number, _ in numbered], np.int64), heads
 
 
@@ -391,15 +391,15 @@ def _check_negative_heads(paths, test, heads, negative_lines):
     for row, head in enumerate(heads):
         match = re.fullmatch(r"\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*", head)
         if match is None:
-            raise DataError(f"{paths[2]}: line {negative_lines[row]} starts with {head!r}; "
-                            "expected (user,item), the pair of the same line of "
-                            f"{os.path.basename(paths[1])}, then the negatives")
+            raise InputError(f"{paths[2]}: line {negative_lines[row]} starts with {head!r}; "
+                             "expected (user,item), the pair of the same line of "
+                             f"{os.path.basename(paths[1])}, then the negatives")
         pair = (int(match.group(1)), int(match.group(2)))
         if pair != (int(test[0][row]), int(test[1][row])):
-            raise DataError(f"{paths[2]}: line {negative_lines[row]} is for (user {pair[0]}, "
-                            f"item {pair[1]}) but line {_rating_line(paths[1], row)} of "
-                            f"{paths[1]} is user {test[0][row]}, item {test[1][row]}; the two "
-                            "files must list the test pairs in the same order")
+            raise InputError(f"{paths[2]}: line {negative_lines[row]} is for (user {pair[0]}, "
+                             f"item {pair[1]}) but line {_rating_line(paths[1], row)} of "
+                             f"{paths[1]} is user {test[0][row]}, item {test[1][row]}; the two "
+                             "files must list the test pairs in the same order")
 
 
 def _first_bad_negative_line(numbered):

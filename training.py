@@ -6,7 +6,7 @@ Out: the trained model (the best validation epoch's weights when validation is o
 Guarantees: each epoch's negatives depend only on (seed, epoch), and after every epoch the
      model, its optimizer state, the epoch and the history are written atomically, so a run
      stopped after epoch k and resumed continues exactly where it stopped. A NaN or infinite
-     loss stops training with `TrainingError`, keeping the last good checkpoint. The test set is
+     loss stops training with `RunError`, keeping the last good checkpoint. The test set is
      scored every epoch for the curves only: nothing is chosen with it.
 """
 import json
@@ -20,22 +20,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import evaluate
-from data import first_sentence
+from errors import InputError, RunError, first_sentence
 from files import atomic_write, json_default
+import model_table
 import models
 import sampling
 from split import split_digest
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (it diverged): a message for the user; exit code 1."""
-    exit_code = 1
-
-
-class ResumeError(TrainingError):
-    """--resume was refused, or the data leave nothing to train: the input is at fault, so
-    exit code 2, as for any bad input."""
-    exit_code = 2
 
 
 def seed_everything(seed):
@@ -80,7 +70,7 @@ def epoch_data(model_name, split, neg_ratio, seed, epoch, rows="play"):
     """One epoch's training inputs and labels; depends only on (seed, epoch). Pointwise rows
     are a play and its negatives (`rows="play"`) or single pairs (`rows="pair"`)."""
     rng = np.random.default_rng([seed, 2, epoch])
-    if model_name == "bpr":
+    if model_table.spec(model_name).pairwise:
         users, positives, negatives = sampling.pairwise_set(
             split.train_users, split.train_items, split.sampler, rng)
         inputs = {"user": users, "item": positives, "negative_item": negatives}
@@ -139,37 +129,37 @@ class Checkpoints:
         atomic_write(self.best_path(epoch), model.save_weights)
 
     def load(self, fingerprint):
-        """The checkpoint's model and state, or a one-line TrainingError."""
+        """The checkpoint's model and state, or a one-line InputError."""
         if not os.path.isfile(self.model_path):
-            raise ResumeError(f"--resume: no checkpoint at {self.model_path}; run without "
-                                "--resume to start")
+            raise InputError(f"--resume: no checkpoint at {self.model_path}; run without "
+                             "--resume to start")
         damaged = "--resume: a checkpoint file is damaged ({}); run without --resume to start again"
         state = models.saved_record(self.model_path, STATE_RECORD)
         where = f"{self.model_path}, {STATE_RECORD}"
         fields = ("fingerprint", "history", "best", "epoch", "data_digest")
         if (not isinstance(state, dict) or not all(field in state for field in fields)
                 or not isinstance(state["fingerprint"], dict)):
-            raise ResumeError(damaged.format(f"{where} is missing or lacks "
+            raise InputError(damaged.format(f"{where} is missing or lacks "
                                                + ", ".join(fields)))
         if wrong := _state_problem(state):
-            raise ResumeError(damaged.format(f"{where}: {wrong}"))
+            raise InputError(damaged.format(f"{where}: {wrong}"))
         best = self.best_path(state["best"]["epoch"])
         if state["best"]["epoch"] > 0 and not os.path.isfile(best):
-            raise ResumeError(damaged.format(f"{best}, the best epoch's weights, is missing"))
+            raise InputError(damaged.format(f"{best}, the best epoch's weights, is missing"))
         if state["fingerprint"] != fingerprint:
             saved = state["fingerprint"]
             changed = sorted(k for k in set(fingerprint) | set(saved)
                              if saved.get(k) != fingerprint.get(k))
-            raise ResumeError(f"--resume: the checkpoint {self.model_path} was made with "
-                                f"other settings ({', '.join(changed)}); use the same "
-                                "settings, or run without --resume")
+            raise InputError(f"--resume: the checkpoint {self.model_path} was made with "
+                             f"other settings ({', '.join(changed)}); use the same "
+                             "settings, or run without --resume")
         try:
             return models.load(self.model_path), state
         except Exception as error:  # a truncated or foreign file
             reason = first_sentence(error)
             if "file not found" in reason.lower():    # Keras' words for a file it cannot open
                 reason = "not a readable Keras file (cut short, or not one this script saved)"
-            raise ResumeError(damaged.format(f"{self.model_path}: {reason}")) from None
+            raise InputError(damaged.format(f"{self.model_path}: {reason}")) from None
 
 
 def _is_number(value, integer=False):
@@ -227,15 +217,15 @@ def resume_from(checkpoints, fingerprint, split, digest, log):
     model, state = checkpoints.load(fingerprint)
     users, items = models.table_sizes(model)
     if (users, items) != (split.num_users, split.num_items):
-        raise ResumeError(f"--resume: the checkpoint in {checkpoints.model_path} has "
-                            f"{users:,} users and {items:,} artists, the data now "
-                            f"{split.num_users:,} and {split.num_items:,}; the data changed "
-                            "since it was made, so run without --resume")
+        raise InputError(f"--resume: the checkpoint in {checkpoints.model_path} has "
+                         f"{users:,} users and {items:,} artists, the data now "
+                         f"{split.num_users:,} and {split.num_items:,}; the data changed "
+                         "since it was made, so run without --resume")
     if state["data_digest"] != digest:
-        raise ResumeError(f"--resume: the checkpoint in {checkpoints.model_path} was "
-                            f"trained on other plays or test artists than these (data "
-                            f"digest {state['data_digest']}, here {digest}); the data "
-                            "changed since it was made, so run without --resume")
+        raise InputError(f"--resume: the checkpoint in {checkpoints.model_path} was "
+                         f"trained on other plays or test artists than these (data "
+                         f"digest {state['data_digest']}, here {digest}); the data "
+                         "changed since it was made, so run without --resume")
     log(f"resumed from {checkpoints.model_path} after epoch {state['epoch']}")
     return model, state["history"], state["best"], state["epoch"]
 
@@ -248,8 +238,8 @@ def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, 
     inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch, rows)
     sample_seconds = time.time() - started
     if len(labels) == 0:
-        raise ResumeError("no training pairs: every user with plays to train on has "
-                            "played every artist")
+        raise InputError("no training pairs: every user with plays to train on has "
+                         "played every artist")
     per_step = rows_per_step(labels, batch_size, model.distribute_strategy.num_replicas_in_sync)
     progress = Progress(-(-len(labels) // per_step), bar)
     fitted = model.fit(batched_dataset(inputs, labels, per_step), epochs=epoch + 1,
@@ -259,8 +249,8 @@ def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, 
     if not math.isfinite(loss):
         kept = (f"the last good checkpoint ({checkpoints.model_path}, epoch {epoch}) is kept"
                 if epoch > 0 else "no epoch completed, so there is no checkpoint")
-        raise TrainingError(f"training diverged in epoch {epoch + 1} (loss {loss}); lower "
-                            f"--learning_rate (now {learning_rate}) or --batch_size; {kept}")
+        raise RunError(f"training diverged in epoch {epoch + 1} (loss {loss}); lower "
+                       f"--learning_rate (now {learning_rate}) or --batch_size; {kept}")
     seconds = time.time() - started
     steady = sample_seconds + progress.steady_seconds(seconds - sample_seconds)
     return loss, seconds, sample_seconds, labels.size, steady
@@ -322,8 +312,8 @@ def restore_best(model, checkpoints, best, history, validation, log):
         try:
             model.load_weights(path)
         except Exception as error:   # cut short, or replaced by hand, since it was written
-            raise ResumeError(f"the best epoch's weights ({path}) cannot "
-                                f"be read ({first_sentence(error)}); run again without "
-                                "--resume") from None
+            raise InputError(f"the best epoch's weights ({path}) cannot "
+                             f"be read ({first_sentence(error)}); run again without "
+                             "--resume") from None
         log(f"best validation epoch: {best['epoch']} (weights restored)")
     return model, history, best["epoch"] or len(history)

@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
+import errors  # noqa: E402
 import evaluate  # noqa: E402
 import kernels  # noqa: E402
 from split import read_ncf_split, split_digest  # noqa: E402
@@ -131,29 +131,29 @@ def compare(model_ranks, classic_ranks, resamples, seed):
 
 def read_model(path, split):
     """The saved model at `path`, if its tables and training data are `split`'s; else a
-    one-line DataError."""
+    one-line InputError."""
     import models
     if not os.path.isfile(path):
-        raise data.DataError(f"--load={path}: file not found; give a .keras file a run saved")
+        raise errors.InputError(f"--load={path}: file not found; give a .keras file a run saved")
     if not zipfile.is_zipfile(path):   # Keras would say "File not found"
-        raise data.DataError(f"--load={path}: not a .keras file (a .keras file is a zip archive); "
-                             "give a .keras file a run saved")
+        raise errors.InputError(f"--load={path}: not a .keras file (a .keras file is a zip "
+                                "archive); give a .keras file a run saved")
     try:
         model = models.load(path)
     except Exception as error:  # not a Keras file, or one made by other code
-        raise data.DataError(f"--load={path}: not a model this script saved "
-                             f"({data.first_sentence(error)})") from None
+        raise errors.InputError(f"--load={path}: not a model this script saved "
+                                f"({errors.first_sentence(error)})") from None
     users, items = models.table_sizes(model)
     if (users, items) != (split.num_users, split.num_items):
-        raise data.DataError(f"--load={path}: the model has {users:,} users and {items:,} "
-                             f"artists, the data {split.num_users:,} and {split.num_items:,}; "
-                             "use the data settings it was trained with")
+        raise errors.InputError(f"--load={path}: the model has {users:,} users and {items:,} "
+                                f"artists, the data {split.num_users:,} and {split.num_items:,}; "
+                                "use the data settings it was trained with")
     trained_on, here = models.saved_data_digest(path), split_digest(split)
     if trained_on and trained_on != here:
-        raise data.DataError(f"--load={path} was trained on other plays or test artists than "
-                             f"these (data digest {trained_on}, here {here}); scored here, its "
-                             "training artists could be test artists: use the data and --seed "
-                             "it was trained with")
+        raise errors.InputError(f"--load={path} was trained on other plays or test artists than "
+                                f"these (data digest {trained_on}, here {here}); scored here, its "
+                                "training artists could be test artists: use the data and --seed "
+                                "it was trained with")
     return model
 
 
@@ -165,7 +165,7 @@ def load_weights(model, path):
         model.load_weights(path)
     except Exception as error:  # another model's weights, or not a weights file
         raise SystemExit(f"--weights={path}: not this model's weights "
-                         f"({data.error_reason(error)})") from None
+                         f"({errors.error_reason(error)})") from None
     return model
 
 
@@ -193,7 +193,7 @@ def main(argv):
     try:
         _, split = read_ncf_split(args.split, seed=0)
         model = read_model(args.load, split)
-    except data.DataError as error:
+    except errors.InputError as error:
         raise SystemExit(str(error)) from None
     if args.weights:
         load_weights(model, args.weights)

@@ -39,7 +39,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-STRATEGIES = ("none", "mirrored", "parameter_server")
+import settings  # noqa: E402
+
+STRATEGIES = settings.CHOICES["strategy"]
 
 
 def parse_args(argv=None):
@@ -166,10 +168,10 @@ def run_parameter_server(args, data_split):
 
 
 def model_spec(args, data_split):
-    import distribute
-    return distribute.ModelSpec(args.model, data_split.num_users, data_split.num_items,
-                                args.num_factor, args.hidden_units, args.l2, 0.0,
-                                args.learning_rate, args.optimizer)
+    import models
+    return models.Blueprint(args.model, data_split.num_users, data_split.num_items,
+                            args.num_factor, args.hidden_units, args.l2, 0.0,
+                            args.learning_rate, args.optimizer)
 
 
 def child(args):

@@ -1,5 +1,6 @@
 """The script end to end: settings, one-line errors, outputs, learning, resume, load."""
 import contextlib
+import errors
 import dataclasses
 import errno
 import importlib
@@ -84,7 +85,7 @@ BAD_SETTINGS = [   # (argv, a part of the one-line message)
     (["--recommend_user=,"], "--recommend_user=',' must be user ids like 0 or 0,12,300"),
     (["--dataset=sample", "--recommend_user=abc"], "--recommend_user: user id 'abc' is not in "
                                                    "the data (ids run from 0 to 1999)"),
-    (["--model=bpr", "--user_input=history"], "--user_input=history is for mlp, gmf and neumf"),
+    (["--model=bpr", "--user_input=history"], "--user_input=history is for gmf, mlp and neumf"),
     (["--model=gmf", "--pretrain"], "--pretrain is for --model=neumf"),
     (["--user_input=items"], "--user_input='items' is out of range; expected one of id, history"),
     (["--data_dir=/nowhere/at/all"], "--data_dir '/nowhere/at/all' is not a folder"),
@@ -103,7 +104,7 @@ BAD_SETTINGS = [   # (argv, a part of the one-line message)
      "--num_eval_negatives"),
     (["--model=pop", "--similar_to=x"], "--similar_to need one model with embeddings; "
      "--model=pop has none"),
-    (["--compare", "--recommend_user=0"], "--compare trains five"),
+    (["--compare", "--recommend_user=0"], "--compare trains 5 models"),
     (["--load=x.keras", "--compare"], "--load scores one saved model"),
     (["--dataset=sample", "--scale=0.5"], "--scale sizes --dataset=synthetic only"),
     (["--data_dir=/tmp", "--root_url=https://example.org/"], "--root_url is where"),
@@ -157,10 +158,10 @@ def test_model_defaults_apply_per_model_unless_given():
     assert s.l2 == 0.5
     assert s.num_factor == ncf_lastfm.MODEL_DEFAULTS["neumf"]["NUM_FACTOR"]
     assert "num_factor" in s.applied and "l2" not in s.applied
-    notebook = ncf_lastfm.model_settings(s, "mlp")
+    notebook = settings.for_model(s, "mlp")
     assert notebook.model == "mlp" and notebook.applied == ()
     assert notebook.num_factor == 32 and notebook.neg_ratio == 4 and notebook.l2 == 0.5
-    inputs = {name: ncf_lastfm.model_settings(s, name).user_input
+    inputs = {name: settings.for_model(s, name).user_input
               for name in ("mlp", "gmf", "neumf", "bpr")}
     assert inputs == {"mlp": "id", "gmf": "history", "neumf": "history", "bpr": "id"}
     plain = parse()
@@ -724,7 +725,7 @@ def test_similar_to_names_that_differ_only_in_case_need_the_exact_spelling():
     assert report.find_artist(Plays, "MICHEL TELÓ") == 1
     assert report.find_artist(Plays, "Michel Teló") == 0
     assert report.find_artist(Plays, "jason mraz") == 2
-    with pytest.raises(data.DataError, match="2 artists are named 'michel teló' apart from case"):
+    with pytest.raises(errors.InputError, match="2 artists are named 'michel teló' apart from case"):
         report.find_artist(Plays, "michel teló")
 
 

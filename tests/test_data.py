@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import errors
 import data
 from conftest import write_csvs
 from split import count_untrained, leave_one_out, read_ncf_split, split_digest, write_ncf_split
@@ -85,7 +86,7 @@ def test_users_who_played_almost_everything_are_left_out_of_testing_with_a_count
 
 def test_num_eval_negatives_beyond_any_users_unplayed_artists_is_refused():
     plays = data.frames_to_plays(*tiny_frames())
-    with pytest.raises(data.DataError, match="NUM_EVAL_NEGATIVES=99"):
+    with pytest.raises(errors.InputError, match="NUM_EVAL_NEGATIVES=99"):
         leave_one_out(plays, 99, seed=0)
 
 
@@ -154,7 +155,7 @@ BAD_CASES = [
                          ids=[c.values[0] if hasattr(c, "values") else c[0] for c in BAD_CASES])
 def test_bad_csv_is_refused_with_a_message_naming_file_column_and_value(tmp_path, case, change, message):
     folder = write_csvs(tmp_path, *change(*tiny_frames()))
-    with pytest.raises(data.DataError, match=message) as caught:
+    with pytest.raises(errors.InputError, match=message) as caught:
         data.load_folder(folder, use_cache=False)
     assert "\n" not in str(caught.value)
 
@@ -173,13 +174,13 @@ def test_missing_and_empty_files_are_refused(tmp_path, name, change, message):
         open(os.path.join(folder, name), "w").close()
     else:
         os.remove(os.path.join(folder, name))
-    with pytest.raises(data.DataError, match=message) as caught:
+    with pytest.raises(errors.InputError, match=message) as caught:
         data.load_folder(folder, use_cache=False)
     assert "\n" not in str(caught.value)
 
 
 def test_a_folder_that_is_not_there_is_refused(tmp_path):
-    with pytest.raises(data.DataError, match="is not a folder"):
+    with pytest.raises(errors.InputError, match="is not a folder"):
         data.load_folder(str(tmp_path / "nowhere"))
 
 
@@ -229,7 +230,7 @@ def test_any_cell_is_read_as_documented_or_refused_naming_its_row(tmp_path_facto
         message = rf"artist_id '{re.escape(str(bad))}' \(row {row + 2}\) is not in lastfm_artist.csv"
     else:
         message = rf"column 'plays' row {row + 2} is '?{re.escape(str(bad))}'?; expected a number"
-    with pytest.raises(data.DataError, match=f"lastfm_play.csv: {message}"):
+    with pytest.raises(errors.InputError, match=f"lastfm_play.csv: {message}"):
         data.load_folder(folder, use_cache=False)
 
 
@@ -297,7 +298,7 @@ def test_a_row_with_more_fields_than_the_header_is_refused_a_trailing_comma_is_n
                   lambda i: ",9" if i == 3 else ""):         # a later row
         with open(path, "w") as stream:
             stream.write("\n".join(line + extra(i) for i, line in enumerate(lines)) + "\n")
-        with pytest.raises(data.DataError, match=r"lastfm_play.csv: .*(row|line) [24]") as caught:
+        with pytest.raises(errors.InputError, match=r"lastfm_play.csv: .*(row|line) [24]") as caught:
             data.load_folder(folder, use_cache=False)
         assert "\n" not in str(caught.value)
     with open(path, "w") as stream:
@@ -318,7 +319,7 @@ def test_a_row_with_extra_fields_and_a_long_field_is_one_clean_error(tmp_path, s
     lines[1] += "," + "A" * size + ",y"
     with open(path, "w") as stream:
         stream.write("\n".join(lines) + "\n")
-    with pytest.raises(data.DataError, match=message) as caught:
+    with pytest.raises(errors.InputError, match=message) as caught:
         data.load_folder(folder, use_cache=False)
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 1000
 
@@ -330,7 +331,7 @@ def test_a_line_over_the_limit_is_refused_before_it_is_parsed_anywhere_in_the_fi
     lines[7] = lines[7][:2] + "9" * 100_001          # one number, longer than any line may be
     with open(path, "w") as stream:
         stream.write("\n".join(lines) + "\n")
-    with pytest.raises(data.DataError, match=r"lastfm_play.csv: line 8 is longer than 100,000 "
+    with pytest.raises(errors.InputError, match=r"lastfm_play.csv: line 8 is longer than 100,000 "
                                              r"bytes"):
         data.load_folder(folder, use_cache=False)
 
@@ -342,7 +343,7 @@ def test_an_artist_id_with_two_names_is_refused_and_the_same_name_twice_is_not(t
     assert list(plays.artist_names) == list(artist.artist_name)
     clash = pd.concat([artist, pd.DataFrame({"artist_id": [2], "artist_name": ["other"]})],
                       ignore_index=True)
-    with pytest.raises(data.DataError, match=r"artist_id 2 is named 'a2' \(row 4\) and 'other' "
+    with pytest.raises(errors.InputError, match=r"artist_id 2 is named 'a2' \(row 4\) and 'other' "
                                              r"\(row 8\)"):
         data.load_folder(write_csvs(tmp_path / "clash", play, clash, user), use_cache=False)
 
@@ -352,7 +353,7 @@ def test_data_where_no_user_has_two_artists_names_that_cause(num_eval_negatives)
     play = pd.DataFrame({"user_id": [0, 1], "artist_id": [0, 1], "plays": [5, 3]})
     artist = pd.DataFrame({"artist_id": range(4), "artist_name": list("abcd")})
     user = pd.DataFrame({"user_id": range(2), "gender": "", "age": -1, "country": ""})
-    with pytest.raises(data.DataError, match="no user has played 2 or more artists"):
+    with pytest.raises(errors.InputError, match="no user has played 2 or more artists"):
         leave_one_out(data.frames_to_plays(play, artist, user), num_eval_negatives, seed=0)
 
 
@@ -364,7 +365,7 @@ def test_infinite_or_huge_plays_give_one_clean_error_and_no_warning(tmp_path, ba
     folder = write_csvs(tmp_path, play, artist, user)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(data.DataError, match=rf"'plays' row 2 is ({bad}|1e\+300);"):
+        with pytest.raises(errors.InputError, match=rf"'plays' row 2 is ({bad}|1e\+300);"):
             data.load_folder(folder, use_cache=False)
 
 
@@ -392,14 +393,14 @@ def test_split_negative_that_is_negative_or_huge_is_refused(tmp_path, value, mes
     negative = lines[".test.negative"]
     pair, first, *rest = negative[0].split("\t")
     rewrite(prefix + ".test.negative", ["\t".join([pair, value, *rest])] + negative[1:])
-    with pytest.raises(data.DataError, match=message):
+    with pytest.raises(errors.InputError, match=message):
         read_ncf_split(prefix, seed=0)
 
 
 def test_split_negative_file_without_negatives_is_refused(tmp_path):
     prefix, lines = small_split(tmp_path)
     rewrite(prefix + ".test.negative", [line.split("\t")[0] for line in lines[".test.negative"]])
-    with pytest.raises(data.DataError, match="s.test.negative: line 1 has no negatives"):
+    with pytest.raises(errors.InputError, match="s.test.negative: line 1 has no negatives"):
         read_ncf_split(prefix, seed=0)
 
 
@@ -408,7 +409,7 @@ def test_split_file_that_is_not_utf8_is_refused(tmp_path, suffix):
     prefix, lines = small_split(tmp_path)
     with open(prefix + suffix, "ab") as stream:
         stream.write(b"\xff\xfe\n")
-    with pytest.raises(data.DataError, match=f"s{suffix}: not UTF-8 text"):
+    with pytest.raises(errors.InputError, match=f"s{suffix}: not UTF-8 text"):
         read_ncf_split(prefix, seed=0)
 
 
@@ -417,7 +418,7 @@ def test_split_test_pair_in_the_training_file_is_refused(tmp_path):
     test = lines[".test.rating"]
     rewrite(prefix + ".train.rating", lines[".train.rating"] + [test[2], test[4]])
     user, item = test[2].split("\t")[:2]
-    with pytest.raises(data.DataError, match=rf"s.test.rating: test pair \(user {user}, item "
+    with pytest.raises(errors.InputError, match=rf"s.test.rating: test pair \(user {user}, item "
                                              rf"{item}\) on line 3 is also in .*s.train.rating, "
                                              r"as are 2 of the"):
         read_ncf_split(prefix, seed=0)
@@ -429,7 +430,7 @@ def test_split_test_file_with_a_user_twice_is_refused_naming_the_line(tmp_path):
     rewrite(prefix + ".test.rating", test + [test[2]])          # counted twice in evaluation
     rewrite(prefix + ".test.negative", negative + [negative[2]])
     user = test[2].split("\t")[0]
-    with pytest.raises(data.DataError, match=rf"s.test.rating: line {len(test) + 1} repeats user "
+    with pytest.raises(errors.InputError, match=rf"s.test.rating: line {len(test) + 1} repeats user "
                                              rf"{user} of line 3; give each test user one line"):
         read_ncf_split(prefix, seed=0)
 
@@ -440,7 +441,7 @@ def test_split_negative_line_with_a_trailing_tab_names_the_line(tmp_path, tab_on
     rewrite(prefix + ".test.negative", [line + ("\t" if tab_on == "every line" or i == 3 else "")
                                         for i, line in enumerate(lines[".test.negative"])])
     line = 1 if tab_on == "every line" else 4
-    with pytest.raises(data.DataError, match=rf"s.test.negative: line {line} has an empty field "
+    with pytest.raises(errors.InputError, match=rf"s.test.negative: line {line} has an empty field "
                                              r"\(a tab at the end of the line"):
         read_ncf_split(prefix, seed=0)
 
@@ -455,7 +456,7 @@ def test_split_negative_line_for_another_test_pair_is_refused(tmp_path, head, me
     negative = lines[".test.negative"]
     negative[2] = "\t".join([head] + negative[2].split("\t")[1:])
     rewrite(prefix + ".test.negative", negative)
-    with pytest.raises(data.DataError, match="s.test.negative: " + message):
+    with pytest.raises(errors.InputError, match="s.test.negative: " + message):
         read_ncf_split(prefix, seed=0)
 
 
@@ -464,7 +465,7 @@ def test_split_negative_lines_swapped_between_users_are_refused(tmp_path):
     negative = lines[".test.negative"]
     negative[0], negative[1] = negative[1], negative[0]      # user 1's candidates for user 0
     rewrite(prefix + ".test.negative", negative)
-    with pytest.raises(data.DataError, match=r"s.test.negative: line 1 is for \(user 1,"):
+    with pytest.raises(errors.InputError, match=r"s.test.negative: line 1 is for \(user 1,"):
         read_ncf_split(prefix, seed=0)
 
 
@@ -475,7 +476,7 @@ def test_split_negative_line_with_an_item_twice_is_refused(tmp_path):
     fields[3] = fields[1]
     negative[3] = "\t".join(fields)
     rewrite(prefix + ".test.negative", negative)
-    with pytest.raises(data.DataError, match=rf"s.test.negative: line 4 lists item {fields[1]} "
+    with pytest.raises(errors.InputError, match=rf"s.test.negative: line 4 lists item {fields[1]} "
                                              r"twice among its negatives"):
         read_ncf_split(prefix, seed=0)
 
@@ -493,7 +494,7 @@ def test_split_rating_id_that_is_not_an_id_names_its_line(tmp_path, suffix, colu
     fields = lines[suffix][3].split("\t")
     fields[column] = value
     rewrite(prefix + suffix, lines[suffix][:3] + ["\t".join(fields)] + lines[suffix][4:])
-    with pytest.raises(data.DataError, match=f"s{suffix}: {message}; user and item must be "
+    with pytest.raises(errors.InputError, match=f"s{suffix}: {message}; user and item must be "
                                              "integer ids of 0 or more"):
         read_ncf_split(prefix, seed=0)
 
@@ -510,7 +511,7 @@ def test_split_id_beyond_int64_is_one_clean_error(tmp_path, suffix, column, valu
     fields = lines[suffix][0].split("\t")
     fields[column] = value
     rewrite(prefix + suffix, ["\t".join(fields)] + lines[suffix][1:])
-    with pytest.raises(data.DataError, match=f"s{suffix}: {message}"):
+    with pytest.raises(errors.InputError, match=f"s{suffix}: {message}"):
         read_ncf_split(prefix, seed=0)
 
 
@@ -526,12 +527,12 @@ def test_a_column_named_twice_in_a_header_is_refused(tmp_path, name, header, mes
     extra = {data.PLAY_FILE: lambda row: row + ",1", data.USER_FILE: lambda row: row + ",x",
              data.ARTIST_FILE: lambda row: row.split(",")[0] + "," + row}[name]
     rewrite(path, [header] + [extra(row) for row in rows])    # pandas read plays, plays.1
-    with pytest.raises(data.DataError, match=rf"{name}: the header names {re.escape(message)}; "
+    with pytest.raises(errors.InputError, match=rf"{name}: the header names {re.escape(message)}; "
                                              r"expected one column each of") as caught:
         data.load_folder(folder, use_cache=False)
     assert "\n" not in str(caught.value)
     play, artist, user = tiny_frames()
-    with pytest.raises(data.DataError, match="lastfm_play.csv: column 'plays' is given twice"):
+    with pytest.raises(errors.InputError, match="lastfm_play.csv: column 'plays' is given twice"):
         data.frames_to_plays(pd.concat([play, play[["plays"]]], axis=1), artist, user)
 
 
@@ -546,7 +547,7 @@ def test_a_number_beyond_int64_is_out_of_range_not_not_a_number(tmp_path, column
     play.loc[0, column] = bad
     folder = write_csvs(tmp_path, play, artist, user)
     kind = "a number" if column == "plays" else "an integer id"
-    with pytest.raises(data.DataError, match=rf"lastfm_play.csv: column '{column}' row 2 is "
+    with pytest.raises(errors.InputError, match=rf"lastfm_play.csv: column '{column}' row 2 is "
                                              rf"{shown}; out of range, expected {kind} from 0 to "
                                              r"9,223,372,036,854,775,807"):
         data.load_folder(folder, use_cache=False)
@@ -558,7 +559,7 @@ def test_repeated_rows_whose_plays_add_up_past_int64_are_refused_not_wrapped(tmp
     play = pd.concat([play, play.iloc[[0]]], ignore_index=True)
     play.loc[[0, len(play) - 1], "plays"] = big
     folder = write_csvs(tmp_path, play, artist, user)
-    with pytest.raises(data.DataError, match=rf"lastfm_play.csv: the plays of user_id "
+    with pytest.raises(errors.InputError, match=rf"lastfm_play.csv: the plays of user_id "
                                              rf"{play.user_id[0]} and artist_id "
                                              rf"{play.artist_id[0]} over their repeated rows add "
                                              r"up to more than 9,223,372,036,854,775,807"):
@@ -575,7 +576,7 @@ def test_split_messages_name_the_files_line_after_an_empty_line(tmp_path):
     rewrite(prefix + ".test.rating", test[:2] + ["", "   "] + test[2:] + [test[2]])
     rewrite(prefix + ".test.negative", negative + [negative[2]])
     user = test[2].split("\t")[0]
-    with pytest.raises(data.DataError, match=rf"s.test.rating: line {len(test) + 3} repeats user "
+    with pytest.raises(errors.InputError, match=rf"s.test.rating: line {len(test) + 3} repeats user "
                                              rf"{user} of line 5; give each test user one line"):
         read_ncf_split(prefix, seed=0)
     train = lines[".train.rating"]
@@ -583,7 +584,7 @@ def test_split_messages_name_the_files_line_after_an_empty_line(tmp_path):
     rewrite(prefix + ".test.rating", ["", ""] + test)
     rewrite(prefix + ".test.negative", negative)
     rewrite(prefix + ".train.rating", train + [pair + "\t1\t0"])
-    with pytest.raises(data.DataError, match=r"s.test.rating: test pair \(user \d+, item \d+\) "
+    with pytest.raises(errors.InputError, match=r"s.test.rating: test pair \(user \d+, item \d+\) "
                                              r"on line 4 is also in"):
         read_ncf_split(prefix, seed=0)
 
@@ -700,5 +701,5 @@ def test_csv_messages_name_the_files_line_after_empty_lines(tmp_path, column, va
     fields[lines[0].split(",").index(column)] = value
     lines = lines[:2] + ["", ""] + lines[2:7] + [",".join(fields)] + lines[8:]   # now line 10
     (folder / data.PLAY_FILE).write_text("\n".join(lines) + "\n")
-    with pytest.raises(data.DataError, match="lastfm_play.csv: " + message):
+    with pytest.raises(errors.InputError, match="lastfm_play.csv: " + message):
         data.load_folder(str(folder), use_cache=False)

@@ -32,9 +32,9 @@ NUM_USERS, NUM_ITEMS = 51, 61   # odd: the two shards of a table differ in size
 
 
 def spec_for(name, optimizer, history=None, l2=0.001):
-    import distribute
-    return distribute.ModelSpec(name, NUM_USERS, NUM_ITEMS, embedding_dim=8, hidden_units=(8, 4),
-                                l2=l2, learning_rate=0.05, optimizer=optimizer, history=history)
+    import models
+    return models.Blueprint(name, NUM_USERS, NUM_ITEMS, embedding_dim=8, hidden_units=(8, 4),
+                            l2=l2, learning_rate=0.05, optimizer=optimizer, history=history)
 
 
 def one_batch(name, rows=32, seed=0):
@@ -207,7 +207,8 @@ def resume_run(cluster, folder):
     import training
     plays = data.frames_to_plays(*data.make_planted(60, 80, 900, seed=1))
     s = split.leave_one_out(plays, 20, seed=1)
-    spec = distribute.ModelSpec("gmf", s.num_users, s.num_items, 8, learning_rate=0.01)
+    import models
+    spec = models.Blueprint("gmf", s.num_users, s.num_items, 8, learning_rate=0.01)
     checkpoints = training.Checkpoints(folder, "gmf")
     settings = {"batch_size": 128, "neg_ratio": 4, "seed": 1, "top_k": 10,
                 "checkpoints": checkpoints, "fingerprint": {"model": "gmf"},
@@ -270,8 +271,9 @@ def test_parameter_server_refuses_history():
     import numpy as np
 
     import distribute
-    spec = distribute.ModelSpec("gmf", 5, 6, history=(np.zeros(3, np.int32),
-                                                      np.arange(3, dtype=np.int32)))
+    import models
+    spec = models.Blueprint("gmf", 5, 6, history=(np.zeros(3, np.int32),
+                                                  np.arange(3, dtype=np.int32)))
     with pytest.raises(ValueError, match="history is not supported with parameter_server"):
         distribute.ParameterServerTrainer(spec)
 

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+import errors
 import data
 from conftest import write_csvs
 
@@ -78,7 +79,7 @@ def test_files_of_no_recorded_source_are_fetched_again_for_a_given_url(served, t
 
 def test_404_names_the_url_and_the_alternatives(served, tmp_path):
     url = served() + "missing/"
-    with pytest.raises(data.DataError) as caught:
+    with pytest.raises(errors.InputError) as caught:
         data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
     message = str(caught.value)
     assert url + "lastfm_play.csv" in message and "--data_dir" in message
@@ -88,13 +89,13 @@ def test_404_names_the_url_and_the_alternatives(served, tmp_path):
 
 def test_no_network_is_one_clear_error(tmp_path):
     url = "http://127.0.0.1:9/"  # the discard port: nothing listens
-    with pytest.raises(data.DataError, match="could not download http://127.0.0.1:9/lastfm_play.csv"):
+    with pytest.raises(errors.InputError, match="could not download http://127.0.0.1:9/lastfm_play.csv"):
         data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
 
 
 def test_truncated_download_leaves_no_file_that_a_later_run_would_trust(served, tmp_path):
     url = served(truncate=True)
-    with pytest.raises(data.DataError, match="could not download"):
+    with pytest.raises(errors.InputError, match="could not download"):
         data.load("lastfm", root_url=url, explicit_url=True, cache_dir=str(tmp_path / "k"))
     assert not [n for n in os.listdir(tmp_path / "k" / "lastfm") if n in data.COLUMNS]
     good = served()
@@ -117,7 +118,7 @@ def test_cached_file_that_does_not_parse_is_downloaded_again(served, tmp_path):
 
 
 def test_plain_http_needs_an_explicit_root_url(tmp_path):
-    with pytest.raises(data.DataError, match="must start with https://"):
+    with pytest.raises(errors.InputError, match="must start with https://"):
         data.load("lastfm", root_url="http://127.0.0.1:9/", cache_dir=str(tmp_path))
-    with pytest.raises(data.DataError, match="must start with https://"):
+    with pytest.raises(errors.InputError, match="must start with https://"):
         data.load("lastfm", root_url="file:///etc/", explicit_url=True, cache_dir=str(tmp_path))

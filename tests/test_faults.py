@@ -22,6 +22,7 @@ import pytest
 import data
 import files
 import kernels
+import loading
 import ncf_lastfm
 import split as splitting
 import training
@@ -542,7 +543,7 @@ def load_unreadable(tmp_path, monkeypatch):
     path = tmp_path / "model" / "mlp.keras"
     path.parent.mkdir()
     path.write_bytes(b"PK\x05\x06" + bytes(18))          # an empty zip archive
-    unreadable(path, monkeypatch, ncf_lastfm)
+    unreadable(path, monkeypatch, loading)
     return [f"--load={path}", f"--data_dir={planted(tmp_path / 'csv')}"], str(path), \
         "cannot read"
 

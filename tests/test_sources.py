@@ -13,6 +13,7 @@ import zipfile
 
 import pytest
 
+import errors
 import data
 import sources
 
@@ -227,7 +228,7 @@ def test_a_missing_csv_is_converted_again_from_the_cached_archive(site, cache):
 
 
 def test_404_names_the_url_and_the_alternatives(site, cache):
-    with pytest.raises(data.DataError) as caught:
+    with pytest.raises(errors.InputError) as caught:
         fetch("lastfm-2k", site, cache)
     message = str(caught.value)
     assert site.url + NAME_2K in message and "404" in message
@@ -241,7 +242,7 @@ def test_a_refused_connection_is_one_clear_error(cache):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
-    with pytest.raises(data.DataError, match=f"could not download {url}{NAME_360K} .*refused"):
+    with pytest.raises(errors.InputError, match=f"could not download {url}{NAME_360K} .*refused"):
         sources.fetch("lastfm-360k", root_url=url, cache_dir=cache, log=lambda line: None)
     assert os.listdir(os.path.join(cache, "lastfm-360k")) == [".lock"]
 
@@ -249,7 +250,7 @@ def test_a_refused_connection_is_one_clear_error(cache):
 def test_a_transfer_cut_short_leaves_nothing_a_later_run_would_trust(site, cache):
     write_360k(site.folder / NAME_360K, plays=PLAYS_TSV * 200)
     site.cut_short = True
-    with pytest.raises(data.DataError, match="could not download"):
+    with pytest.raises(errors.InputError, match="could not download"):
         fetch("lastfm-360k", site, cache)
     assert os.listdir(os.path.join(cache, "lastfm-360k")) == [".lock"]
 
@@ -260,7 +261,7 @@ def test_a_truncated_archive_is_named_and_deleted(site, cache, dataset, write, n
     whole = write(site.folder / name).read_bytes()
     (site.folder / name).write_bytes(whole[: len(whole) * 2 // 3])   # served complete
     archive = os.path.join(cache, dataset, name)
-    with pytest.raises(data.DataError, match=f"{archive}: the archive is truncated or corrupt"):
+    with pytest.raises(errors.InputError, match=f"{archive}: the archive is truncated or corrupt"):
         fetch(dataset, site, cache)
     assert not os.path.exists(archive)
     assert leftovers(os.path.join(cache, dataset)) == []
@@ -287,7 +288,7 @@ def test_a_member_with_unexpected_columns_is_named(site, cache, dataset, write, 
                                                    expected):
     name = NAME_360K if dataset == "lastfm-360k" else NAME_2K
     write(site.folder / name, **options)
-    with pytest.raises(data.DataError) as caught:
+    with pytest.raises(errors.InputError) as caught:
         fetch(dataset, site, cache)
     assert f"{name}: {member}: " in str(caught.value) and expected in str(caught.value)
     assert leftovers(os.path.join(cache, dataset)) == []
@@ -301,7 +302,7 @@ def test_a_member_with_unexpected_columns_is_named(site, cache, dataset, write, 
 def test_a_missing_member_is_named(site, cache, dataset, write, member):
     name = NAME_360K if dataset == "lastfm-360k" else NAME_2K
     write(site.folder / name, skip=[member])
-    with pytest.raises(data.DataError, match=f"{name}: no member {member};"):
+    with pytest.raises(errors.InputError, match=f"{name}: no member {member};"):
         fetch(dataset, site, cache)
     assert leftovers(os.path.join(cache, dataset)) == []
 
@@ -309,7 +310,7 @@ def test_a_missing_member_is_named(site, cache, dataset, write, member):
 def test_non_numeric_plays_name_the_member_and_line_and_leave_no_csv(site, cache, monkeypatch):
     monkeypatch.setattr(sources, "CHUNK_ROWS", 2)   # the bad line in a later chunk than the first
     write_360k(site.folder / NAME_360K, plays=PLAYS_TSV + f"{U3}\t{BJORK}\tBjörk\tmany\n")
-    with pytest.raises(data.DataError, match=f"{sources.PLAYS_360K}: line 10: plays is 'many'; "
+    with pytest.raises(errors.InputError, match=f"{sources.PLAYS_360K}: line 10: plays is 'many'; "
                                              "expected a whole number"):
         fetch("lastfm-360k", site, cache)
     assert leftovers(os.path.join(cache, "lastfm-360k")) == []
@@ -324,10 +325,10 @@ def test_chunks_give_the_same_files_as_one_read(site, cache, monkeypatch):
 
 
 def test_refusals_before_any_download(cache):
-    with pytest.raises(data.DataError, match="unknown data set 'lastfm-1k'; expected one of "
+    with pytest.raises(errors.InputError, match="unknown data set 'lastfm-1k'; expected one of "
                                              "lastfm-360k, lastfm-2k"):
         sources.fetch("lastfm-1k", cache_dir=cache)
-    with pytest.raises(data.DataError, match="must start with https:// or http://"):
+    with pytest.raises(errors.InputError, match="must start with https:// or http://"):
         sources.fetch("lastfm-2k", root_url="file:///etc/", cache_dir=cache)
 
 
@@ -354,7 +355,7 @@ def test_bytes_damaged_in_the_middle_are_found_by_the_checksum(site, cache):
     damaged[len(damaged) // 2 + 1] ^= 0xFF
     (site.folder / NAME_360K).write_bytes(damaged)
     archive = os.path.join(cache, "lastfm-360k", NAME_360K)
-    with pytest.raises(data.DataError, match=f"{archive}: the archive is truncated or corrupt "
+    with pytest.raises(errors.InputError, match=f"{archive}: the archive is truncated or corrupt "
                                              r"\(CRC check failed"):
         fetch("lastfm-360k", site, cache)
     assert not os.path.exists(archive) and leftovers(os.path.dirname(archive)) == []
