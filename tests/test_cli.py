@@ -633,7 +633,10 @@ def test_full_disk_is_one_line_and_no_half_written_metrics(planted_dir, tmp_path
 
 
 @pytest.mark.slow                     # a run in a new process, stopped by SIGINT, then resumed
-def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(planted_dir, tmp_path, capsys):
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stop_keeps_the_last_checkpoint_and_says_how_to_resume(planted_dir, tmp_path, capsys,
+                                                                 sent, code):
     argv = [sys.executable, "ncf_lastfm.py", f"--data_dir={planted_dir}", "--num_epoch=200",
             f"--output_dir={tmp_path}", "--quiet"]
     # A shell's background job starts with SIGINT ignored, and Python then keeps it ignored:
@@ -646,9 +649,9 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(planted_dir, tm
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     assert "--resume" in err and "Traceback" not in err
     assert f"checkpoint is in {tmp_path / 'mlp'}/" in err
     epoch = state_of(checkpoint)["epoch"]
