@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 
 from errors import error_reason
 
@@ -66,35 +67,80 @@ KERNEL_FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
 # would round a * b + c once where TensorFlow rounds twice
 NATIVE_FLAGS = ["-march=native", "-ffp-contract=off"]
 _kernel = None   # the loaded op library; False once it could not be built
+_kernel_lock = threading.Lock()   # one build at a time: the background one, or the first use
 _kernel_library = ""   # the file it was loaded from
 _announced = False   # the first build's line has been printed
-_kernel_build = None   # "native" (built for this CPU) or "portable", once loaded
+_kernel_build = None   # "native" (built for this CPU), an x86-64 level, or "portable", once loaded
+# The x86-64 micro-architecture levels (g++ 11 or later), widest first, with the CPU flags
+# (/proc/cpuinfo's names) each adds: a CPU has a level when it has its flags and the lower
+# levels'. Built for when -march=native cannot be (g++ 12 and TensorFlow's Eigen headers on a
+# CPU with AVX-512 FP16): this CPU's AVX2 and FMA units without its newest instructions.
+X86_LEVELS = (("x86-64-v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+              ("x86-64-v3", {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe",
+                             "xsave"}),
+              ("x86-64-v2", {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}))
+LEVEL_FLAGS = ["-ffp-contract=off"]   # as NATIVE_FLAGS: the same rounding as TensorFlow's
 
 
 def fused_kernel():
     """The compiled kernels.cc op library (LazyAdam's update, the history sums), built with g++
     on first use into a cache folder (keyed by the source, TensorFlow's version and flags), or
-    None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly."""
+    None if it cannot be built: then TensorFlow ops do the same arithmetic, more slowly. A
+    build started by `build_in_background` is waited for."""
     global _kernel, _kernel_library, _kernel_build
-    if _kernel is None:
-        import tensorflow as tf
-        _kernel = False
-        try:
-            native = KERNEL_MODE != "portable" and bool(native_target())
+    with _kernel_lock:
+        if _kernel is None:
+            import tensorflow as tf
+            _kernel = False
             try:
-                path = _build_kernel(native)
-            except RuntimeError:   # g++ too old for this CPU's -march=native: build for any CPU
-                if not native:
-                    raise
-                native = False
-                path = _build_kernel(native=False)
-            _kernel = tf.load_op_library(path)
-            _kernel_library, _kernel_build = path, "native" if native else "portable"
-        except Exception as error:  # no compiler, no writable cache, another TensorFlow build
-            print(f"note: the compiled kernels (kernels.cc) are not available "
-                  f"({error_reason(error, -1)}); using "
-                  "TensorFlow ops (same arithmetic, slower)", file=sys.stderr)
+                for build, options in build_choices():
+                    try:
+                        path = _build_kernel(**options)
+                        break
+                    except RuntimeError:   # g++ cannot build for this target: the next one
+                        if build == "portable":
+                            raise
+                _kernel = tf.load_op_library(path)
+                _kernel_library, _kernel_build = path, build
+            except Exception as error:  # no compiler, no writable cache, another TensorFlow
+                print(f"note: the compiled kernels (kernels.cc) are not available "
+                      f"({error_reason(error, -1)}); using "
+                      "TensorFlow ops (same arithmetic, slower)", file=sys.stderr)
     return _kernel or None
+
+
+def build_in_background():
+    """Build (or load) the kernels in a thread while the data load and split: a first run's
+    20 to 45 s of g++ then overlap with them. The first model to need them waits for it."""
+    if USE_KERNEL and _kernel is None:
+        threading.Thread(target=fused_kernel, name="kernels.cc build", daemon=True).start()
+
+
+def build_choices():
+    """The builds tried, in order -> [(name, _build_kernel's options)]: this CPU's
+    (-march=native), the widest x86-64 level this CPU has, then any CPU of its architecture."""
+    choices = []
+    if KERNEL_MODE != "portable":
+        if native_target():
+            choices.append(("native", {"native": True}))
+        choices += [(level, {"native": False, "level": level}) for level in cpu_levels()[:1]]
+    return choices + [("portable", {"native": False})]
+
+
+def cpu_levels(cpuinfo="/proc/cpuinfo"):
+    """The x86-64 levels this CPU has, widest first ([] on another architecture)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as stream:
+            flags = next((set(line.split(":", 1)[1].split()) for line in stream
+                          if line.startswith("flags")), set())
+    except OSError:
+        return []
+    have = [level for level, needed in X86_LEVELS if needed <= flags]
+    # a level counts only with every lower one (v4 without v3's FMA is not v4)
+    names = [level for level, _ in X86_LEVELS]
+    return [level for level in have if set(names[names.index(level):]) <= set(have)]
 
 
 def kernel_loaded():
@@ -131,12 +177,18 @@ def announce_compile():
               flush=True)
 
 
-def _build_kernel(native=True):
+def _build_kernel(native=True, level=None):
+    """The library built (once) for this CPU (`native`), for an x86-64 `level`, or for any CPU
+    -> its path; a RuntimeError when g++ cannot build it."""
     import tensorflow as tf
     with open(KERNEL_SOURCE, "rb") as stream:
         source = stream.read()
-    target = native_target() if native else ""
-    flags = (KERNEL_FLAGS + (NATIVE_FLAGS if target else []) + tf.sysconfig.get_compile_flags()
+    if level:
+        target, extra = level, [f"-march={level}", *LEVEL_FLAGS]
+    else:
+        target = native_target() if native else ""
+        extra = NATIVE_FLAGS if target else []
+    flags = (KERNEL_FLAGS + extra + tf.sysconfig.get_compile_flags()
              + tf.sysconfig.get_link_flags())
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), " ".join(flags).encode(),
                                      target.encode()]))
@@ -148,6 +200,7 @@ def _build_kernel(native=True):
     compiler = compiler_version()
     if _failed_with(path) == compiler:   # this g++ cannot build this target: not each run
         raise RuntimeError(f"g++ failed before (see {path}.failed)")
+    _remove_abandoned(path)
     if not os.path.isfile(path):
         announce_compile()
         partial = f"{path}.{os.getpid()}.part"
@@ -168,6 +221,21 @@ def _build_kernel(native=True):
             if os.path.exists(partial):
                 os.remove(partial)
     return path
+
+
+def _remove_abandoned(path):
+    """Partial builds of `path` whose process is gone (a run that ended while g++ ran in the
+    background) are removed; a live process's are its own."""
+    folder, name = os.path.split(path)
+    for other in os.listdir(folder):
+        pid = other[len(name) + 1:-len(".part")]
+        if other.startswith(name + ".") and other.endswith(".part") and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                os.remove(os.path.join(folder, other))
+            except OSError:    # alive, another user's
+                pass
 
 
 def compiler_version():

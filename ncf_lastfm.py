@@ -219,6 +219,8 @@ def run(s, cluster=None):
     if s.load:        # first: the model file decides the model and its own settings
         s, loaded = loading.adopt_saved_model(s)
     announce(s)
+    if s.compare or model_table.spec(s.model).trained:
+        kernels.build_in_background()     # a first run's g++ beside steps 1 and 2
     folder = s.output_dir if s.compare else steps.model_folder(s, s.model)
     steps.prepare_folder(folder)
     training.seed_everything(s.seed)

@@ -9,6 +9,8 @@ Guarantees: each epoch's negatives depend only on (seed, epoch), and after every
      loss stops training with `RunError`, keeping the last good checkpoint. The test set is
      scored every epoch for the curves only: nothing is chosen with it.
 """
+import concurrent.futures
+import functools
 import json
 import math
 import os
@@ -230,12 +232,37 @@ def resume_from(checkpoints, fingerprint, split, digest, log):
     return model, state["history"], state["best"], state["epoch"]
 
 
-def train_epoch(model, split, epoch, *, batch_size, neg_ratio, seed, rows, bar, learning_rate,
-                checkpoints):
-    """One epoch of fresh negatives and `model.fit` -> (loss, seconds, sampling seconds,
-    samples, steady seconds: the epoch's time without the first call's tracing)."""
+class NegativesAhead:
+    """Each epoch's training rows, the next epoch's drawn in a thread while this one trains
+    (NumPy releases the GIL in its sorts, searches and draws). The arrays are the ones
+    `epoch_data` gives when called then: they depend only on (seed, epoch). Two epochs' rows are
+    in memory at once."""
+
+    def __init__(self, model_name, split, neg_ratio, seed, rows, num_epoch):
+        self.draw = functools.partial(epoch_data, model_name, split, neg_ratio, seed, rows=rows)
+        self.num_epoch, self.ahead = num_epoch, None          # (epoch, its future)
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="negatives")
+
+    def get(self, epoch):
+        """Epoch `epoch`'s (inputs, labels), then the next epoch's started."""
+        if self.ahead is not None and self.ahead[0] == epoch:
+            drawn = self.ahead[1].result()
+        else:
+            drawn = self.draw(epoch)
+        self.ahead = ((epoch + 1, self.pool.submit(self.draw, epoch + 1))
+                      if epoch + 1 < self.num_epoch else None)
+        return drawn
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def train_epoch(model, split, epoch, *, batch_size, negatives, bar, learning_rate, checkpoints):
+    """One epoch of fresh negatives (from `negatives`, a NegativesAhead) and `model.fit` ->
+    (loss, seconds, seconds waited for the negatives, samples, steady seconds: the epoch's time
+    without the first call's tracing)."""
     started = time.time()
-    inputs, labels = epoch_data(model.name, split, neg_ratio, seed, epoch, rows)
+    inputs, labels = negatives.get(epoch)
     sample_seconds = time.time() - started
     if len(labels) == 0:
         raise InputError("no training pairs: every user with plays to train on has "
@@ -279,12 +306,30 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
     digest = split_digest(split)     # the data itself: the fingerprint names only its source
     if resume:
         model, history, best, start = resume_from(checkpoints, fingerprint, split, digest, log)
-    for epoch in range(start, num_epoch):
+    negatives = NegativesAhead(model.name, split, neg_ratio, seed, rows, num_epoch)
+    try:
+        history, best = train_epochs(model, split, range(start, num_epoch), history, best,
+                                     negatives, batch_size=batch_size, top_k=top_k,
+                                     validation=validation, patience=patience,
+                                     checkpoints=checkpoints, fingerprint=fingerprint,
+                                     digest=digest, learning_rate=learning_rate, bar=bar, log=log)
+    finally:
+        negatives.close()
+    return restore_best(model, checkpoints, best, history, validation, log)
+
+
+def train_epochs(model, split, epochs, history, best, negatives, *, batch_size, top_k,
+                 validation, patience, checkpoints, fingerprint, digest, learning_rate, bar,
+                 log):
+    """The epochs of `fit`, each checkpointed, until the last or early stopping ->
+    (history, best)."""
+    num_epoch = epochs.stop
+    for epoch in epochs:
         if validation and epoch - best["epoch"] >= patience and best["epoch"] > 0:
             break
         loss, seconds, sample_seconds, samples, steady = train_epoch(
-            model, split, epoch, batch_size=batch_size, neg_ratio=neg_ratio, seed=seed,
-            rows=rows, bar=bar, learning_rate=learning_rate, checkpoints=checkpoints)
+            model, split, epoch, batch_size=batch_size, negatives=negatives, bar=bar,
+            learning_rate=learning_rate, checkpoints=checkpoints)
         scoring = time.time()
         scores = score_sets(model, split, top_k, validation)
         record = {"epoch": epoch + 1, "loss": loss, "sample_seconds": round(sample_seconds, 2),
@@ -302,7 +347,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
                                  "fingerprint": fingerprint, "data_digest": digest})
         per_epoch = steady + time.time() - scoring
         log(epoch_line(record, num_epoch, top_k, samples, per_epoch * (num_epoch - epoch - 1)))
-    return restore_best(model, checkpoints, best, history, validation, log)
+    return history, best
 
 
 def restore_best(model, checkpoints, best, history, validation, log):

@@ -12,6 +12,11 @@ split with `leave_one_out(plays, 99, seed)`. The folder is deleted at the end.
 Measured (each row of the table says how: timed in full, or a slice timed and extrapolated):
   load_seconds / cached_load_seconds  data.load_folder, first call (parse + cache) and second
   sampling_seconds                    training.epoch_data for one full epoch (neg_ratio 4)
+  epoch_seconds[_at_1024]             a whole epoch through training.train_epoch, its negatives
+                                      drawn beside the previous epoch's training (NegativesAhead),
+                                      at the best batch size (and at 1024): the second of two,
+                                      timed in full; epoch_over_training[_at_1024] divides it by
+                                      training alone at that batch (epoch_samples / samples/s)
   train_samples_per_s[_<batch>]       build_model("mlp", optimizer="lazy_adam") fed by
                                       training.batched_dataset, model.fit, steady state
                                       (a sample is one (user, artist) pair); the median of
@@ -368,22 +373,45 @@ def project_training(split, inputs, labels, seed, report):
     return measured, eval_model
 
 
-def epoch_time(measured, sampling_phase, epoch_samples, report):
-    """An epoch's time, sampling + training, at the best batch size and at PROJECT_BATCH ->
-    the best batch size's samples/s."""
+def time_whole_epochs(split, seed, batch_size):
+    """Two epochs through the script's own loop (training.NegativesAhead and train_epoch): the
+    first traces and draws its negatives when asked, as a run's first epoch does; the second,
+    timed in full, had its negatives drawn while the first trained -> (its seconds, the seconds
+    it waited for its negatives)."""
+    import models
+    import training
+    training.seed_everything(seed)
+    model = models.build_model("mlp", split.num_users, split.num_items, optimizer="lazy_adam")
+    negatives = training.NegativesAhead("mlp", split, NEG_RATIO, seed, "play", num_epoch=3)
+    folder = tempfile.mkdtemp(prefix="ncf-speed-")
+    try:
+        for epoch in range(2):
+            log(f"[speed]   whole epoch {epoch + 1} of 2 at batch {batch_size} ...")
+            _, seconds, waited, _, _ = training.train_epoch(
+                model, split, epoch, batch_size=batch_size, negatives=negatives, bar=False,
+                learning_rate=1e-3, checkpoints=training.Checkpoints(folder, "mlp"))
+    finally:
+        negatives.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return seconds, waited
+
+
+def epoch_time(measured, split, seed, epoch_samples, report):
+    """Whole epochs, sampling and training, measured through the script's loop at the best
+    batch size and at PROJECT_BATCH, against training alone at the same batch."""
     best = max(measured, key=lambda b: measured[b]["samples_per_s"])
-    train_rate = measured[best]["samples_per_s"]
-    epoch_seconds = sampling_phase.seconds + epoch_samples / train_rate
-    epoch_at_project = (sampling_phase.seconds
-                        + epoch_samples / measured[PROJECT_BATCH]["samples_per_s"])
-    report.result.update(batch_size=best, train_samples_per_s=round(train_rate),
-                         epoch_seconds=round(epoch_seconds, 1),
-                         epoch_seconds_at_1024=round(epoch_at_project, 1))
-    report.row(f"epoch: sampling + {epoch_samples:,} samples at batch {best}", epoch_seconds,
-               "s", "computed: sampling_seconds + epoch_samples / train_samples_per_s")
-    report.row(f"epoch: the same at batch {PROJECT_BATCH} (the project's default)",
-               epoch_at_project, "s", "computed the same way")
-    return train_rate
+    for batch_size, suffix in ((best, ""), (PROJECT_BATCH, "_at_1024")):
+        seconds, waited = time_whole_epochs(split, seed, batch_size)
+        alone = epoch_samples / measured[batch_size]["samples_per_s"]
+        report.result.update({f"epoch_seconds{suffix}": round(seconds, 1),
+                              f"epoch_wait_seconds{suffix}": round(waited, 2),
+                              f"epoch_over_training{suffix}": round(seconds / alone, 3)})
+        report.row(f"epoch: {epoch_samples:,} samples at batch {batch_size}, sampling beside "
+                   "training", seconds, "s", f"the second of two whole epochs of "
+                   f"training.train_epoch, timed in full; it waited {waited:.1f} s for its "
+                   f"negatives; {seconds / alone:.2f}x training alone "
+                   f"(epoch_samples / train_samples_per_s_{batch_size})")
+    report.result.update(batch_size=best)
 
 
 def notebook_training(split, inputs, labels, seed, measured, train_rate, report):
@@ -461,11 +489,15 @@ def measure(folder, scale, seed, report):
     plays = load_twice(folder, made, report)
     split = split_plays(plays, seed, report)
     del plays
-    inputs, labels, sampling_phase = sample_epoch(split, seed, report)
+    inputs, labels, _ = sample_epoch(split, seed, report)
     measured, eval_model = project_training(split, inputs, labels, seed, report)
-    train_rate = epoch_time(measured, sampling_phase, int(labels.size), report)
+    best = max(measured, key=lambda b: measured[b]["samples_per_s"])
+    train_rate = measured[best]["samples_per_s"]
+    report.result.update(train_samples_per_s=round(train_rate))
     notebook_training(split, inputs, labels, seed, measured, train_rate, report)
+    epoch_samples = int(labels.size)
     del inputs, labels
+    epoch_time(measured, split, seed, epoch_samples, report)
     ranks, eval_rate = project_evaluation(eval_model, split, report)
     notebook_evaluation(eval_model, split, ranks, eval_rate, report)
     return made

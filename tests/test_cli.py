@@ -226,7 +226,7 @@ def test_environment_json_names_the_cpu_and_the_versions_the_figures_came_from(t
     assert environment["compiled_kernels"] == (kernels.fused_kernel() is not None)
     assert environment["kernel_build"] == kernels.kernel_build()
     assert environment["kernel_build"] in ((None,) if kernels.fused_kernel() is None
-                                           else ("native", "portable"))
+                                           else ("native", *kernels.cpu_levels(), "portable"))
 
 
 def test_cpu_name_reads_the_first_processor_with_its_numbers_and_vector_extensions(tmp_path):

@@ -22,6 +22,7 @@ import models
 import ncf_lastfm
 import training
 from conftest import write_csvs
+from split import leave_one_out
 from test_command_line import one_line_error, run_main
 
 # users, artists, plays, seed: a run of one epoch takes a few seconds
@@ -263,3 +264,29 @@ def test_string_user_ids_on_the_terminal_name_each_users_own_plays(string_id_run
         listing = out.split(f"top 10 recommendations for user {user}:\n")[1].splitlines()[:10]
         shown = [line.split(". ", 1)[1].rsplit(" (", 1)[0] for line in listing]
         assert shown == list(frame[frame.user_id == user].artist_name)
+
+
+# ---- the next epoch's negatives drawn while this one trains -------------------------------------
+@pytest.mark.parametrize("model, rows", [("mlp", "play"), ("mlp", "pair"), ("bpr", "play")])
+def test_negatives_drawn_ahead_in_a_thread_are_the_arrays_drawn_when_needed(tiny_dir, model,
+                                                                            rows):
+    plays = data.load_folder(tiny_dir, use_cache=False)
+    split = leave_one_out(plays, 20, seed=3)
+    ahead = training.NegativesAhead(model, split, 3, 9, rows, num_epoch=3)
+    try:
+        for epoch in range(3):
+            inputs, labels = ahead.get(epoch)
+            if epoch < 2:            # the next epoch is already on its way
+                assert ahead.ahead[0] == epoch + 1
+            expected_inputs, expected_labels = training.epoch_data(model, split, 3, 9, epoch,
+                                                                   rows)
+            np.testing.assert_array_equal(labels, expected_labels)
+            for name in expected_inputs:
+                np.testing.assert_array_equal(inputs[name], expected_inputs[name])
+        assert ahead.ahead is None   # nothing drawn past the last epoch
+        # out of order (a resumed run starts at its checkpoint's epoch): drawn then
+        inputs, _ = ahead.get(1)
+        np.testing.assert_array_equal(inputs["item"],
+                                      training.epoch_data(model, split, 3, 9, 1, rows)[0]["item"])
+    finally:
+        ahead.close()

@@ -136,11 +136,12 @@ print(json.dumps({{"digest": digest, "library": kernels._kernel_library,
 @pytest.mark.slow                 # two builds of kernels.cc in two new processes
 @needs_gxx
 def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
-    # NCF_LASTFM_KERNEL=1 builds kernels.cc with -march=native (this CPU's widest vectors),
-    # `portable` without: LazyAdam's updates (the counting-sort and sorted paths, 37 and 128
-    # columns) and the history sums and their gradient must come out the same to the last bit.
-    # Without -ffp-contract=off, g++ fuses Adam's multiply-adds on a CPU with FMA and this fails.
-    assert kernels.native_target(), "g++ -march=native is not available here"
+    # NCF_LASTFM_KERNEL=1 builds kernels.cc with -march=native (this CPU's widest vectors), or
+    # where g++ cannot, for this CPU's widest x86-64 level; `portable` for any CPU: LazyAdam's
+    # updates (the counting-sort and sorted paths, 37 and 128 columns) and the history sums and
+    # their gradient must come out the same to the last bit. Without -ffp-contract=off, g++
+    # fuses Adam's multiply-adds on a CPU with FMA and this fails.
+    assert kernels.native_target() or kernels.cpu_levels(), "no build for this CPU here"
     script = KERNEL_DIGEST.format(root=ROOT)
     runs = {}
     for mode in ("1", "portable"):
@@ -150,35 +151,64 @@ def test_kernels_built_for_this_cpu_give_the_portable_builds_bits():
         assert done.returncode == 0, done.stderr[-2000:]
         runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
         if mode == "1" and runs[mode]["build"] == "portable":
-            # g++ could not build for this CPU (here: g++ 12 and TensorFlow's Eigen headers on
-            # a CPU with AVX512-FP16), and the run fell back to the portable build, as it should
-            pytest.skip("g++ cannot build kernels.cc with -march=native on this CPU: no native "
-                        "build to compare")
+            # g++ could build neither for this CPU nor for its x86-64 level, and the run fell
+            # back to the portable build, as it should
+            pytest.skip("g++ cannot build kernels.cc for this CPU: no build to compare")
     assert runs["1"]["library"] != runs["portable"]["library"]      # two different builds
-    assert (runs["1"]["build"], runs["portable"]["build"]) == ("native", "portable")
+    assert runs["1"]["build"] in ("native", *kernels.cpu_levels())
+    assert runs["portable"]["build"] == "portable"
     assert runs["1"]["digest"] == runs["portable"]["digest"]
 
 
 @pytest.mark.slow                 # a build of kernels.cc in a new process
 @needs_gxx
-def test_a_failed_build_for_this_cpu_falls_back_to_the_portable_build():
+@pytest.mark.parametrize("failing", [["NATIVE_FLAGS"], ["NATIVE_FLAGS", "LEVEL_FLAGS"]],
+                         ids=["native", "native-and-level"])
+def test_a_failed_build_for_this_cpu_falls_back_to_its_level_then_the_portable_build(failing):
     # A g++ that cannot compile for this CPU (say, an assembler older than its instructions)
-    # must cost the native build only, not the kernels: here the native build is made to fail.
+    # must cost that build only, not the kernels: here the native build (and the level's) are
+    # made to fail; the widest x86-64 level this CPU has is tried next, then any CPU.
     script = ("import json, sys\n"
               f"sys.path.insert(0, {ROOT!r})\n"
               "import kernels\n"
               "import models\n"
-              "kernels.NATIVE_FLAGS = kernels.NATIVE_FLAGS + ['-include', '/nonexistent/ncf.h']\n"
+              + "".join(f"kernels.{name} = kernels.{name} + ['-include', '/nonexistent/ncf.h']\n"
+                        for name in failing) +
               "assert kernels.fused_kernel() is not None, 'no kernels'\n"
-              "print(json.dumps({'loaded': kernels._kernel_library, 'build': kernels.kernel_build(),\n"
+              "print(json.dumps({'loaded': kernels._kernel_library,\n"
+              "                  'build': kernels.kernel_build(),\n"
               "                  'portable': kernels._build_kernel(native=False)}))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "NCF_LASTFM_KERNEL": "1",
                                "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     paths = json.loads(done.stdout.strip().splitlines()[-1])
-    assert paths["loaded"] == paths["portable"] and paths["build"] == "portable"
+    levels = kernels.cpu_levels()
+    if levels and len(failing) == 1:
+        assert paths["build"] == levels[0] and paths["loaded"] != paths["portable"]
+    else:
+        assert paths["loaded"] == paths["portable"] and paths["build"] == "portable"
     assert "not available" not in done.stderr
+
+
+@pytest.mark.parametrize("flags, levels", [
+    ("sse4_2 ssse3 sse4_1 popcnt cx16 lahf_lm", ["x86-64-v2"]),
+    ("sse4_2 ssse3 sse4_1 popcnt cx16 lahf_lm avx avx2 bmi1 bmi2 f16c fma abm movbe xsave",
+     ["x86-64-v3", "x86-64-v2"]),
+    ("sse4_2 ssse3 sse4_1 popcnt cx16 lahf_lm avx avx2 bmi1 bmi2 f16c fma abm movbe xsave "
+     "avx512f avx512bw avx512cd avx512dq avx512vl", ["x86-64-v4", "x86-64-v3", "x86-64-v2"]),
+    ("sse4_2 ssse3 sse4_1 popcnt cx16 lahf_lm avx512f avx512bw avx512cd avx512dq avx512vl",
+     ["x86-64-v2"]),                  # AVX-512 without AVX2's level is not x86-64-v4
+    ("fpu vme", []),
+])
+def test_cpu_levels_need_every_flag_of_their_level_and_the_levels_below(tmp_path, monkeypatch,
+                                                                        flags, levels):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    assert kernels.cpu_levels(str(cpuinfo)) == levels
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "aarch64")
+    assert kernels.cpu_levels(str(cpuinfo)) == []
 
 
 @needs_gxx
