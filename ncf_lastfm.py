@@ -29,7 +29,7 @@ import kernels  # noqa: E402  (no TensorFlow: the environment is checked before 
 import model_table  # noqa: E402
 import settings  # noqa: E402
 
-__version__ = "1.0"
+__version__ = "1.1"
 
 # ---- data ------------------------------------------------------------------------------------
 DATASET = "lastfm"      # lastfm (the notebook's CSVs from ROOT_URL, or DATA_DIR) | lastfm-360k
