@@ -11,6 +11,13 @@
 //   var -= (alpha * m) / (sqrt(v) + epsilon)        (alpha: the bias-corrected learning rate)
 // each product and sum in the order written, as the ops path does them: the same bits.
 // Only the rows named in `indices` are read or written.
+//
+// NcfDenseAdamApply: Keras 3's Adam step of a dense variable (keras.optimizers.Adam.update_step,
+// what LazyAdam does for the Dense layers), element by element in Keras' order:
+//   m += (g - m) * (1 - beta1);  v += (g * g - v) * (1 - beta2)
+//   var -= (m * alpha) / (sqrt(v) + epsilon)
+// one op instead of about twenty per variable and step: the same bits, a notebook-sized step
+// (batch 1,024) about a tenth faster, since at that size ops cost more than arithmetic.
 #define EIGEN_USE_THREADS
 
 #include <algorithm>
@@ -457,6 +464,58 @@ REGISTER_OP("NcfHistorySumsGrad")
 
 REGISTER_KERNEL_BUILDER(Name("NcfHistorySumsGrad").Device(tensorflow::DEVICE_CPU),
                         NcfHistorySumsGrad);
+
+class NcfDenseAdamApply : public OpKernel {
+ public:
+  explicit NcfDenseAdamApply(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    auto locks = tensorflow::MaybeLockVariableInputMutexesInOrder<CPUDevice, float>(
+        context, /*do_lock=*/true, /*sparse=*/false, {0, 1, 2});
+    Tensor var, m, v;
+    OP_REQUIRES_OK(context, tensorflow::GetInputTensorFromVariable<CPUDevice, float>(
+                                context, 0, true, false, &var));
+    OP_REQUIRES_OK(context, tensorflow::GetInputTensorFromVariable<CPUDevice, float>(
+                                context, 1, true, false, &m));
+    OP_REQUIRES_OK(context, tensorflow::GetInputTensorFromVariable<CPUDevice, float>(
+                                context, 2, true, false, &v));
+    const Tensor& grad = context->input(3);
+    OP_REQUIRES(context, var.shape() == m.shape() && var.shape() == v.shape() &&
+                             var.shape() == grad.shape(),
+                tensorflow::errors::InvalidArgument("var, m, v and grad must be of one shape"));
+    const float alpha = context->input(4).scalar<float>()();
+    const float one_minus_beta1 = context->input(5).scalar<float>()();
+    const float one_minus_beta2 = context->input(6).scalar<float>()();
+    const float epsilon = context->input(7).scalar<float>()();
+    const float* g = grad.flat<float>().data();
+    float* var_data = var.flat<float>().data();
+    float* m_data = m.flat<float>().data();
+    float* v_data = v.flat<float>().data();
+    const int64_t size = var.NumElements();
+    for (int64_t i = 0; i < size; ++i) {
+      const float mi = m_data[i] + (g[i] - m_data[i]) * one_minus_beta1;
+      const float vi = v_data[i] + (g[i] * g[i] - v_data[i]) * one_minus_beta2;
+      m_data[i] = mi;
+      v_data[i] = vi;
+      var_data[i] = var_data[i] - (mi * alpha) / (std::sqrt(vi) + epsilon);
+    }
+  }
+};
+
+REGISTER_OP("NcfDenseAdamApply")
+    .Input("var: resource")
+    .Input("m: resource")
+    .Input("v: resource")
+    .Input("grad: float")
+    .Input("alpha: float")
+    .Input("one_minus_beta1: float")
+    .Input("one_minus_beta2: float")
+    .Input("epsilon: float")
+    .SetIsStateful()
+    .SetShapeFn(tensorflow::shape_inference::NoOutputs);
+
+REGISTER_KERNEL_BUILDER(Name("NcfDenseAdamApply").Device(tensorflow::DEVICE_CPU),
+                        NcfDenseAdamApply);
 
 REGISTER_OP("NcfLazyAdamApply")
     .Input("var: resource")

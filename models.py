@@ -38,7 +38,8 @@ from kernels import USE_KERNEL, fused_kernel  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
 
-STEPS_PER_CALL = 16  # training steps per Keras call: less per-step Python overhead
+STEPS_PER_CALL = 256  # training steps per Keras call: less per-step overhead (16: about 8%
+#                      slower at batch 1,024, docs/experiments.md)
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
@@ -64,7 +65,7 @@ class LazyAdam(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
+            return self._dense_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
@@ -92,6 +93,27 @@ class LazyAdam(keras.optimizers.Adam):
         step_rows = alpha * new_m / (tf.sqrt(new_v) + self.epsilon)
         # gather + scatter_update: the same values as scatter_sub, 2.5 times faster here
         target.scatter_update(tf.IndexedSlices(tf.gather(target, rows) - step_rows, rows))
+
+
+    def _dense_step(self, gradient, variable, learning_rate):
+        """Keras' own Adam step, as one fused op (kernels.cc) where it can be built: the same
+        arithmetic in Keras' order, alpha computed by Keras' own ops (docs/experiments.md)."""
+        kernel = fused_kernel() if USE_KERNEL and variable.dtype == "float32" else None
+        if kernel is None or self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        local_step = ops.cast(self.iterations + 1, dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), local_step)
+        alpha = ops.cast(learning_rate, dtype) * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        index = self._get_variable_index(variable)
+        target = variable.value if isinstance(variable, keras.Variable) else variable
+        kernel.ncf_dense_adam_apply(
+            var=target.handle, m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle, grad=ops.cast(gradient, dtype), alpha=alpha,
+            one_minus_beta1=np.float32(1 - self.beta_1),   # Python's double, then float32,
+            one_minus_beta2=np.float32(1 - self.beta_2),   # as Keras' ops convert them
+            epsilon=np.float32(self.epsilon))
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
