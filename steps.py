@@ -181,9 +181,9 @@ def train_model(s, model, split, folder, log=print, cluster=None):
 
 
 # ---- 5. evaluate -----------------------------------------------------------------------------
-def evaluate_model(s, model, split, trained, log=print):
-    """Step 5: the model's HR@K and NDCG@K on the test users, and popularity's, with
-    `trained` = (history, best epoch, seconds) from step 4 -> the result dict."""
+def evaluate_model(s, model, split, trained, log=print, popularity=True):
+    """Step 5: the model's HR@K and NDCG@K on the test users, and (with `popularity`) the
+    baseline's, with `trained` = (history, best epoch, seconds) from step 4 -> the result."""
     history, best_epoch, train_seconds = trained
     started = time.time()
     scorer = (models.make_scorer(model) if model is not None
@@ -197,7 +197,8 @@ def evaluate_model(s, model, split, trained, log=print):
     if s.full_ranking_users:
         result.update(full_ranking(s, split, scorer))
     result["eval_seconds"] = round(time.time() - started, 2)
-    result["popularity"] = evaluate_popularity(s, split)
+    if popularity:
+        result["popularity"] = evaluate_popularity(s, split)
     if model is not None:
         log(f"{s.model}: HR@{s.top_k} {test['hit_ratio']:.4f}, NDCG@{s.top_k} "
             f"{test['ndcg']:.4f} on {test['num_users']:,} test users (best epoch {best_epoch}, "
@@ -227,7 +228,9 @@ def full_ranking(s, split, scorer):
 
 
 def train_and_evaluate(s, split, folder, log=print, loaded=None, pretrained=None):
-    """Steps 3 to 5 for one model -> (Keras model or None, result dict)."""
+    """Steps 3 to 5 for one model of several (--compare, pretraining: the baseline is not
+    scored again for each) -> (Keras model or None, result dict)."""
     model = build_model(s, split, loaded, pretrained, log)
     model, history, best_epoch, seconds = train_model(s, model, split, folder, log)
-    return model, evaluate_model(s, model, split, (history, best_epoch, seconds), log)
+    return model, evaluate_model(s, model, split, (history, best_epoch, seconds), log,
+                                 popularity=False)
