@@ -26,34 +26,19 @@ KERNEL_CHOICES = ("1", "portable", "0")
 
 
 def environment_error():
-    """A one-line error if NCF_LASTFM_KERNEL is set to something else than KERNEL_CHOICES or
-    KERAS_BACKEND to another backend than TensorFlow's, else an empty string."""
+    """A one-line error if NCF_LASTFM_KERNEL is set to something else than KERNEL_CHOICES,
+    else an empty string (the backend is backend.environment_error's)."""
     kernel = os.environ.get("NCF_LASTFM_KERNEL", "1")
     if kernel not in KERNEL_CHOICES:
         return (f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built for "
                 "this CPU, the default), portable or 0 (TensorFlow ops only)")
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend != "tensorflow":
-        return (f"KERAS_BACKEND={backend!r}: this script runs on Keras' TensorFlow backend (its "
-                "layers and kernels are TensorFlow's); unset it or set KERAS_BACKEND=tensorflow")
     return ""
 
 
 def import_tensorflow_quietly():
-    """TensorFlow's C++ start-up notes (oneDNN, CUDA) go to file descriptor 2 whatever
-    TF_CPP_MIN_LOG_LEVEL says; they would bury a one-line error. Silence them at import only."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    """TensorFlow and Keras imported with TensorFlow's C++ start-up notes silenced."""
+    import backend
+    backend.import_quietly()
 
 
 # Any other value of NCF_LASTFM_KERNEL is refused by environment_error() before a model is built
@@ -111,8 +96,10 @@ def fused_kernel():
 
 def build_in_background():
     """Build (or load) the kernels in a thread while the data load and split: a first run's
-    20 to 45 s of g++ then overlap with them. The first model to need them waits for it."""
-    if USE_KERNEL and _kernel is None:
+    20 to 45 s of g++ then overlap with them. The first model to need them waits for it.
+    TensorFlow's only: on JAX nothing is built."""
+    import backend
+    if USE_KERNEL and _kernel is None and not backend.is_jax():
         threading.Thread(target=fused_kernel, name="kernels.cc build", daemon=True).start()
 
 
@@ -292,17 +279,18 @@ def environment():
     compared there, BPR's, GMF's and pop's did not)."""
     import keras
     import numpy as np
-    import tensorflow as tf
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        onednn = bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):     # a private API: gone in some TensorFlow build
-        onednn = None
+    import backend
+    onednn = None
+    if not backend.is_jax():
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+            onednn = bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):   # a private API: gone in some TensorFlow build
+            pass
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "onednn": onednn,
             "compiled_kernels": kernel_loaded(), "kernel_build": kernel_build(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+            "python": platform.python_version(), **backend.versions(),
+            "keras": keras.__version__, "numpy": np.__version__, "platform": platform.platform()}
 
 
 def cpu_name(cpuinfo="/proc/cpuinfo"):

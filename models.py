@@ -29,14 +29,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+import backend  # noqa: E402
+from errors import InputError  # noqa: E402
 from files import json_default  # noqa: E402
 import model_table  # noqa: E402
-from kernels import USE_KERNEL, fused_kernel  # noqa: E402
 
-tf.get_logger().setLevel("ERROR")  # one traced scorer per epoch is expected, not a warning
+fast = backend.fast()   # this backend's half of the seam: tf_fast or jax_fast
 
 STEPS_PER_CALL = 256  # training steps per Keras call: less per-step overhead (16: about 8%
 #                      slower at batch 1,024, docs/experiments.md)
@@ -59,61 +59,16 @@ class LazyAdam(keras.optimizers.Adam):
     """Adam whose update of a row-sparse gradient (an Embedding table's) touches only its rows.
 
     Bias correction uses the global step, as in TensorFlow 1's LazyAdamOptimizer. Dense
-    gradients (the Dense layers') get Keras' own Adam step. A table's update is one fused op
-    (kernels.cc) when it can be built, else the TensorFlow ops below (same arithmetic).
+    gradients (the Dense layers') get Keras' own Adam step. How a table's rows are updated is
+    the backend's (`fast.lazy_adam_rows`): on TensorFlow one fused op (kernels.cc) or
+    TensorFlow ops, on rows only; on JAX a masked update of the whole table.
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        if not isinstance(gradient, tf.IndexedSlices):
-            return self._dense_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        alpha = (tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step))
-                 / (1 - tf.pow(beta_1, step)))
-        index = self._get_variable_index(variable)
-        momentum, velocity = self._momentums[index].value, self._velocities[index].value
-        target = variable.value if isinstance(variable, keras.Variable) else variable
-        kernel = fused_kernel() if USE_KERNEL and dtype == "float32" else None
-        if kernel is not None and len(variable.shape) == 2:
-            kernel.ncf_lazy_adam_apply(
-                var=target.handle, m=momentum.handle, v=velocity.handle,
-                indices=tf.cast(gradient.indices, tf.int32),
-                grad=tf.reshape(gradient.values, [-1, variable.shape[1]]), alpha=alpha,
-                beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype))
-            return
-        rows, position = tf.unique(gradient.indices)
-        grad = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
-        new_m = beta_1 * tf.gather(momentum, rows) + (1 - beta_1) * grad
-        # ((1 - beta_2) * grad) * grad, in the kernel's order: (1 - beta_2) * grad**2 rounds
-        # differently, and the two paths would drift apart in the last bits
-        new_v = beta_2 * tf.gather(velocity, rows) + (1 - beta_2) * grad * grad
-        momentum.scatter_update(tf.IndexedSlices(new_m, rows))
-        velocity.scatter_update(tf.IndexedSlices(new_v, rows))
-        step_rows = alpha * new_m / (tf.sqrt(new_v) + self.epsilon)
-        # gather + scatter_update: the same values as scatter_sub, 2.5 times faster here
-        target.scatter_update(tf.IndexedSlices(tf.gather(target, rows) - step_rows, rows))
-
-
-    def _dense_step(self, gradient, variable, learning_rate):
-        """Keras' own Adam step, as one fused op (kernels.cc) where it can be built: the same
-        arithmetic in Keras' order, alpha computed by Keras' own ops (docs/experiments.md)."""
-        kernel = fused_kernel() if USE_KERNEL and variable.dtype == "float32" else None
-        if kernel is None or self.amsgrad:
+        if fast.is_row_sparse(gradient, variable):
+            return fast.lazy_adam_rows(self, gradient, variable, learning_rate)
+        if not fast.dense_adam_step(self, gradient, variable, learning_rate):
             return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        local_step = ops.cast(self.iterations + 1, dtype)
-        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), local_step)
-        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), local_step)
-        alpha = ops.cast(learning_rate, dtype) * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        index = self._get_variable_index(variable)
-        target = variable.value if isinstance(variable, keras.Variable) else variable
-        kernel.ncf_dense_adam_apply(
-            var=target.handle, m=self._momentums[index].value.handle,
-            v=self._velocities[index].value.handle, grad=ops.cast(gradient, dtype), alpha=alpha,
-            one_minus_beta1=np.float32(1 - self.beta_1),   # Python's double, then float32,
-            one_minus_beta2=np.float32(1 - self.beta_2),   # as Keras' ops convert them
-            epsilon=np.float32(self.epsilon))
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
@@ -123,25 +78,20 @@ class LazySGD(keras.optimizers.SGD):
     tensor, the whole table at every step. Dense gradients, and momentum, get Keras' own step."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if not isinstance(gradient, tf.IndexedSlices) or self.momentum:
+        if not fast.is_row_sparse(gradient, variable) or self.momentum:
             return super().update_step(gradient, variable, learning_rate)
-        target = variable.value if isinstance(variable, keras.Variable) else variable
-        step = tf.cast(learning_rate, variable.dtype) * gradient.values
-        target.scatter_sub(tf.IndexedSlices(step, gradient.indices))   # duplicates add up
+        fast.lazy_sgd_rows(self, gradient, variable, learning_rate)
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
 class RowEmbedding(layers.Embedding):
-    """An Embedding that gathers its rows straight from the variable. Keras 3's Embedding
-    reads the whole table as a tensor first (`ops.take`), which makes every sparse update copy
-    the table: about 20 ms a step at 358,868 x 32, whatever the batch size."""
+    """An Embedding that gathers its rows as the backend does best (`fast.gather_rows`): on
+    TensorFlow straight from the variable, so that its gradient is the rows alone."""
 
     def call(self, inputs):
         if inputs.dtype != "int32" and inputs.dtype != "int64":
             inputs = ops.cast(inputs, "int32")
-        table = self.embeddings
-        table = table.value if isinstance(table, keras.Variable) else table
-        return ops.cast(tf.gather(table, inputs), self.compute_dtype)
+        return ops.cast(fast.gather_rows(self.embeddings, inputs), self.compute_dtype)
 
 
 def _embedding(num_rows, dim, name, l2, initializer="normal"):
@@ -160,84 +110,6 @@ def history_keys(users, items, num_users, num_items):
     keys = np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
     starts = np.searchsorted(keys, np.arange(num_users + 1, dtype=np.int64) * num_items)
     return keys, starts.astype(np.int64)
-
-
-def history_sums(keys, starts, table, users, num_items):
-    """-> (sum of table rows over each user's artists (n, d), their counts (n,), the sum of
-    those rows' squares (n,)), for users (n,) int32.
-    Speed (the same sums up to float rounding): each distinct artist of the batch is gathered
-    once, so the table's gradient is one row per distinct artist, already summed, and both
-    directions are sparse segment sums over sorted segments (the users' entries forwards, the
-    artists' entries backwards, `_user_sums`). TensorFlow's unsorted segment sums of (entries,
-    d) rows, which a plain gather + sum needs, are several times slower. With the compiled
-    kernels (kernels.cc) the index and both directions are one op each, with TensorFlow's
-    arithmetic bit for bit; without them, TensorFlow ops."""
-    kernel = fused_kernel() if USE_KERNEL else None
-    if kernel is not None:
-        artists, entry_row, segments, count = kernel.ncf_history_index(
-            keys=keys, starts=starts, users=users, num_items=num_items)
-        total, squares = _kernel_user_sums(tf.gather(table, artists), entry_row, segments,
-                                           tf.shape(users)[0])
-        return total, count, squares
-    begin, end = tf.gather(starts, users), tf.gather(starts, users + 1)
-    positions = tf.ragged.range(begin, end)
-    entries = tf.cast(tf.gather(keys, positions.flat_values) % num_items, tf.int32)
-    # distinct artists by a count over the table's rows, not tf.unique: Grappler rewrites
-    # gather(table, unique) + sparse segment sum into a sum over the whole table read densely
-    present = tf.math.bincount(entries, minlength=num_items, maxlength=num_items) > 0
-    artists = tf.cast(tf.where(present)[:, 0], tf.int32)                 # (distinct,) sorted
-    entry_row = tf.searchsorted(artists, entries)                        # entry -> its artist
-    segments, n = tf.cast(positions.value_rowids(), tf.int32), tf.shape(users)[0]
-    by_artist = tf.argsort(entry_row, stable=True)
-    total, squares = _user_sums(tf.gather(table, artists), entry_row, segments, n,
-                                tf.gather(entry_row, by_artist), tf.gather(segments, by_artist))
-    return total, tf.cast(end - begin, tf.float32), squares
-
-
-@tf.custom_gradient
-def _user_sums(rows, entry_row, segments, n, artist_of, segment_of):
-    """rows (distinct, d) -> (per-user sums (n, d), per-user sums of squared rows (n,)); entry
-    e is rows[entry_row[e]] in user segments[e] (sorted). Backwards the same sums taken per
-    artist: (artist_of, segment_of) are the entries sorted by artist."""
-    total = tf.sparse.segment_sum(rows, entry_row, segments, num_segments=n)
-    squares = tf.sparse.segment_sum(tf.reduce_sum(tf.square(rows), -1), entry_row, segments,
-                                    num_segments=n)
-
-    def gradient(d_total, d_squares):
-        distinct = tf.shape(rows)[0]
-        d_rows = tf.sparse.segment_sum(d_total, segment_of, artist_of, num_segments=distinct)
-        if d_squares is not None:
-            scale = tf.sparse.segment_sum(d_squares, segment_of, artist_of,
-                                          num_segments=distinct)
-            d_rows += 2.0 * scale[:, None] * rows
-        return d_rows, None, None, None, None, None
-
-    return (total, squares), gradient
-
-
-@tf.custom_gradient
-def _kernel_user_sums(rows, entry_row, segments, n):
-    """`_user_sums` as two compiled ops (kernels.cc: NcfHistorySums, NcfHistorySumsGrad)."""
-    kernel = fused_kernel()
-    total, squares = kernel.ncf_history_sums(
-        rows=rows, norms=tf.reduce_sum(tf.square(rows), -1), entry_row=entry_row,
-        segments=segments, num_segments=n)
-
-    def gradient(d_total, d_squares):
-        d_squares = tf.zeros([0], tf.float32) if d_squares is None else d_squares
-        return (kernel.ncf_history_sums_grad(d_total=d_total, d_squares=d_squares, rows=rows,
-                                             entry_row=entry_row, segments=segments),
-                None, None, None)
-
-    return (total, squares), gradient
-
-
-def played(keys, users, items, num_items):
-    """(n, c) bool: does user users[k] have artist items[k, j] among the sorted `keys`?"""
-    wanted = tf.cast(users, tf.int64)[:, None] * num_items + tf.cast(items, tf.int64)
-    flat = tf.reshape(wanted, [-1])
-    index = tf.minimum(tf.searchsorted(keys, flat), tf.size(keys) - 1)
-    return tf.reshape(tf.gather(keys, index) == flat, tf.shape(items))
 
 
 @keras.saving.register_keras_serializable(package="ncf_lastfm")
@@ -266,19 +138,7 @@ class UserHistory(layers.Layer):
         self.starts.assign(starts)
 
     def call(self, users, items):
-        users, items = tf.cast(users, tf.int32), tf.cast(items, tf.int32)
-        table = self.embeddings.value
-        # The plays read once each, as tensors. `.value` is the variable itself, and a gather
-        # from a variable (ResourceGather) puts it in copy-on-read mode for good: every later
-        # read copies it whole, 138 MB of keys a read at the notebook's 17.3M plays.
-        keys = tf.convert_to_tensor(self.keys.value)
-        starts = tf.convert_to_tensor(self.starts.value)
-        total, count, squares = history_sums(keys, starts, table, users, self.num_items)
-        if self.l2:
-            self.add_loss(self.l2 * tf.reduce_mean(squares / tf.maximum(count, 1.0)))
-        own = tf.cast(played(keys, users, items, self.num_items), tf.float32)
-        vector = total[:, None, :] - own[..., None] * tf.gather(table, items)   # (n, c, d)
-        return vector / tf.sqrt(tf.maximum(count[:, None] - own, 1.0))[..., None]
+        return fast.history_vectors(self, users, items)
 
     def compute_output_shape(self, users_shape, items_shape):
         return tuple(items_shape) + (self.dim,)
@@ -405,6 +265,8 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
         if not spec.history_input:
             raise ValueError(f"--user_input=history is for "
                              f"{model_table.names(lambda m: m.history_input)}, not {name}")
+        if reason := getattr(fast, "check_history", lambda *sizes: "")(num_users, num_items):
+            raise InputError(reason)
         history = history_keys(*history, num_users, num_items)
     if spec.pairwise:
         item = keras.Input(shape=(), name="item", dtype="int32")
@@ -419,7 +281,8 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
     probability = layers.Reshape((-1,), name="score")(probability)               # (n, c)
     model = keras.Model([user, item], probability, name=name)
     model.compile(make_optimizer(optimizer, learning_rate), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL)
+                  metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL,
+                  jit_compile=backend.jit_compile(history is not None))
     return model
 
 
@@ -440,7 +303,8 @@ def _build_bpr(user, item, num_users, num_items, embedding_dim, l2, learning_rat
     probability = layers.Reshape((), name="score")(layers.Activation("sigmoid")(difference))
     model = keras.Model([user, item, negative], probability, name="bpr")
     model.compile(make_optimizer(optimizer, learning_rate), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL)
+                  metrics=[keras.metrics.BinaryAccuracy()], steps_per_execution=STEPS_PER_CALL,
+                  jit_compile=backend.jit_compile())
     return model
 
 
@@ -548,13 +412,21 @@ def load(path):
         # learning rate) and no moments: nothing to restore, and Keras would say so on stderr
         warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer .* "
                                 r"the saved optimizer has 2 variables")
-        return keras.models.load_model(path, safe_mode=True,
-                                       custom_objects={"LazyAdam": LazyAdam, "LazySGD": LazySGD,
-                                                       "PairwiseCrossentropy":
-                                                       PairwiseCrossentropy,
-                                                       "PairDense": PairDense,
-                                                       "RowEmbedding": RowEmbedding,
-                                                       "UserHistory": UserHistory})
+        model = keras.models.load_model(path, safe_mode=True,
+                                        custom_objects={"LazyAdam": LazyAdam, "LazySGD": LazySGD,
+                                                        "PairwiseCrossentropy":
+                                                        PairwiseCrossentropy,
+                                                        "PairDense": PairDense,
+                                                        "RowEmbedding": RowEmbedding,
+                                                        "UserHistory": UserHistory})
+    history = [layer for layer in model.layers if isinstance(layer, UserHistory)]
+    for layer in history:
+        if reason := getattr(fast, "check_history", lambda *sizes: "")(layer.num_users,
+                                                                        layer.num_items):
+            raise InputError(reason)
+    if getattr(model, "optimizer", None) is not None:   # XLA as this machine and backend allow,
+        model.jit_compile = backend.jit_compile(bool(history))   # not as where it was saved
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,18 +447,12 @@ def _user_rows(model, prefix):
     if f"{prefix}user_history" not in names:
         return _weights(model, f"{prefix}user_embedding")[0], None
     layer = model.get_layer(f"{prefix}user_history")
-    keys, starts = tf.constant(layer.keys.numpy()), tf.constant(layer.starts.numpy())
-    table = tf.constant(layer.embeddings.numpy())
-    totals, counts = [], []
-    for first in range(0, layer.num_users, 4096):
-        users = tf.range(first, min(first + 4096, layer.num_users), dtype=tf.int32)
-        total, count, _ = history_sums(keys, starts, table, users, layer.num_items)
-        totals.append(total.numpy())
-        counts.append(count.numpy())
-    total, count = np.concatenate(totals), np.concatenate(counts)
+    keys, starts = np.asarray(layer.keys.numpy(), np.int64), np.asarray(layer.starts.numpy())
+    table = np.asarray(layer.embeddings.numpy())
+    total, count = fast.history_totals(keys, starts, table, layer.num_users, layer.num_items)
     rows = total / np.sqrt(np.maximum(count, 1.0))[:, None]
-    return rows, {"keys": keys, "table": table, "total": tf.constant(total),
-                  "count": tf.constant(count), "num_items": layer.num_items}
+    return rows, {"keys": keys, "table": table, "total": total, "count": count,
+                  "num_items": layer.num_items}
 
 
 def _scorer_parts(model):
@@ -601,77 +467,35 @@ def _scorer_parts(model):
         item_table = _weights(model, f"{prefix}item_embedding")[0]
         kernel, bias = _weights(model, f"{prefix}hidden_1")
         dim = user_table.shape[1]
-        parts["user_kernel"] = tf.constant(kernel[:dim])
-        parts["user_half"] = tf.constant(user_table @ kernel[:dim])          # (num_users, h1)
-        parts["item_half"] = tf.constant(item_table @ kernel[dim:] + bias)   # (num_items, h1)
+        parts["user_kernel"] = np.asarray(kernel[:dim])
+        parts["user_half"] = np.asarray(user_table @ kernel[:dim])          # (num_users, h1)
+        parts["item_half"] = np.asarray(item_table @ kernel[dim:] + bias)   # (num_items, h1)
         count = sum(1 for layer in model.layers if layer.name.startswith(f"{prefix}hidden_"))
-        parts["stack"] = [(tf.constant(k), tf.constant(b))
+        parts["stack"] = [(np.asarray(k), np.asarray(b))
                           for k, b in _dense_stack(model, prefix, count)]
     if "gmf" in spec.towers:
         prefix = spec.layer_name("gmf", "")
         user_table, history["gmf"] = _user_rows(model, prefix)
-        parts["gmf_user"] = tf.constant(user_table)
-        parts["gmf_item"] = tf.constant(_weights(model, f"{prefix}item_embedding")[0])
+        parts["gmf_user"] = np.asarray(user_table)
+        parts["gmf_item"] = np.asarray(_weights(model, f"{prefix}item_embedding")[0])
     if spec.pairwise:   # BPR: a dot product, scored as a GMF tower without its output layer
-        parts["gmf_user"] = tf.constant(_weights(model, "user_embedding")[0])
-        parts["gmf_item"] = tf.constant(_weights(model, "item_embedding")[0])
-        parts["item_bias"] = tf.constant(_weights(model, "item_bias")[0][:, 0])
+        parts["gmf_user"] = np.asarray(_weights(model, "user_embedding")[0])
+        parts["gmf_item"] = np.asarray(_weights(model, "item_embedding")[0])
+        parts["item_bias"] = np.asarray(_weights(model, "item_bias")[0][:, 0])
     else:
         kernel, bias = _weights(model, "prediction")
-        parts["out_kernel"], parts["out_bias"] = tf.constant(kernel[:, 0]), tf.constant(bias[0])
+        parts["out_kernel"], parts["out_bias"] = np.asarray(kernel[:, 0]), np.asarray(bias[0])
     gmf_dim = int(parts["gmf_user"].shape[1]) if "gmf_user" in parts else 0
     return parts, {tower: part for tower, part in history.items() if part is not None}, gmf_dim
 
 
 def make_scorer(model):
     """-> score(users (n,), items (n, c)) -> np.ndarray (n, c), the model's probabilities (or,
-    for BPR, its score). Exact up to float rounding: it is the model's own arithmetic, reordered.
-    With `UserHistory`, pairs whose artist the user played (never a candidate in evaluation)
-    are scored again with that artist left out of the user's sum, as the model does."""
-    parts, history, gmf_dim = _scorer_parts(model)
-
-    def logits(mlp_half, gmf_vector, items):
-        """mlp_half (n, h1) and gmf_vector (n, d), the user's; items (n, c) -> (n, c)."""
-        logit = tf.zeros(tf.shape(items), tf.float32)
-        if "stack" in parts:
-            hidden = tf.nn.relu(mlp_half[:, None, :] + tf.gather(parts["item_half"], items))
-            for kernel, bias in parts["stack"]:
-                hidden = tf.nn.relu(tf.tensordot(hidden, kernel, 1) + bias)
-            logit += tf.tensordot(hidden, parts["out_kernel"][gmf_dim:], 1)
-        if "gmf_user" in parts:
-            gmf_vector *= parts["out_kernel"][:gmf_dim]
-            logit += tf.einsum("nd,ncd->nc", gmf_vector, tf.gather(parts["gmf_item"], items))
-        return logit
-
-    def left_out(tower, users, items):
-        """The users' (m,) vectors without artist items (m,), which they played."""
-        part = history[tower]
-        vector = tf.gather(part["total"], users) - tf.gather(part["table"], items)
-        return vector / tf.sqrt(tf.maximum(tf.gather(part["count"], users) - 1.0, 1.0))[:, None]
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
-                                  tf.TensorSpec([None, None], tf.int32)])
-    def score(users, items):  # traced once (fixed signature)
-        if "item_bias" in parts:
-            user_vector = tf.gather(parts["gmf_user"], users)              # (n, d)
-            return (tf.einsum("nd,ncd->nc", user_vector, tf.gather(parts["gmf_item"], items))
-                    + tf.gather(parts["item_bias"], items))
-        logit = logits(tf.gather(parts["user_half"], users) if "stack" in parts else None,
-                       tf.gather(parts["gmf_user"], users) if "gmf_user" in parts else None,
-                       items)
-        if history:
-            part = next(iter(history.values()))
-            where = tf.where(played(part["keys"], users, items, part["num_items"]))   # (m, 2)
-            pair_users, pair_items = tf.gather(users, where[:, 0]), tf.gather_nd(items, where)
-            mlp_half = (tf.matmul(left_out("mlp", pair_users, pair_items), parts["user_kernel"])
-                        if "mlp" in history else None)
-            gmf_vector = left_out("gmf", pair_users, pair_items) if "gmf" in history else None
-            logit = tf.tensor_scatter_nd_update(
-                logit, where, logits(mlp_half, gmf_vector, pair_items[:, None])[:, 0])
-        return tf.sigmoid(logit + parts["out_bias"])
-
-    return lambda users, items: score(tf.constant(users, tf.int32),
-                                      tf.constant(items, tf.int32)).numpy()
+    for BPR, its score). Exact up to float rounding: it is the model's own arithmetic, reordered
+    (the backend's own, compiled: tf_fast.make_scorer, jax_fast.make_scorer). With
+    `UserHistory`, pairs whose artist the user played (never a candidate in evaluation) are
+    scored with that artist left out of the user's sum, as the model does."""
+    return fast.make_scorer(*_scorer_parts(model))
 
 
 def predict_scorer(model, batch_size=1024):

@@ -24,8 +24,9 @@ import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import backend  # noqa: E402  (no TensorFlow nor JAX: the environment is checked before they start)
 import errors  # noqa: E402
-import kernels  # noqa: E402  (no TensorFlow: the environment is checked before it starts)
+import kernels  # noqa: E402
 import model_table  # noqa: E402
 import settings  # noqa: E402
 
@@ -95,7 +96,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         s = settings.parse(argv, DEFAULTS, MODEL_DEFAULTS, Settings)
-        if error := kernels.environment_error():
+        if error := kernels.environment_error() or backend.environment_error():
             raise errors.InputError(error)
     except settings.HelpRequested:
         print(settings.help_text(settings.constant_docs(__file__), DEFAULTS, MODEL_DEFAULTS,
@@ -109,7 +110,8 @@ def main(argv=None):
             stream.reconfigure(errors="replace")
     if s.quiet:
         os.environ["TQDM_DISABLE"] = "1"   # tqdm >= 4.66 reads it for every bar
-    kernels.import_tensorflow_quietly()
+    backend.import_quietly()
+    backend.prepare()      # the compiled kernels only where they can run
     cluster = None
     if s.strategy != "none":
         import distribute   # sets up devices or connects to a cluster before TensorFlow starts
@@ -130,7 +132,6 @@ def run_reporting_errors(s, cluster=None):
     """`run(s)`, with each failure as one line and its exit code: 2 bad input, 1 the
     environment (disk, memory, divergence), 130 interrupted (Ctrl-C), 143 terminated."""
     import files
-    import tensorflow
     main_thread = threading.current_thread() is threading.main_thread()   # may set handlers
     previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
@@ -145,7 +146,7 @@ def run_reporting_errors(s, cluster=None):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         report_error(os_error_message(error, s))
         return 1
-    except (MemoryError, tensorflow.errors.ResourceExhaustedError) as error:
+    except backend.out_of_memory_errors() as error:
         detail = f" ({error.args[0]})" if isinstance(error, MemoryError) and error.args else ""
         report_error(f"out of memory{detail}; lower --num_factor, --hidden_units, --neg_ratio "
                      "or --batch_size")

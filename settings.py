@@ -324,6 +324,9 @@ def strategy_refusals(s):
     """What a strategy cannot do, as (refused, message) rows."""
     server = s.strategy == "parameter_server"
     return [
+        (s.strategy != "none" and backend.is_jax(),
+         f"--strategy={s.strategy} is TensorFlow's (tf.distribute); on JAX train without it, or "
+         "run with KERAS_BACKEND=tensorflow"),
         ("devices" in s.given and s.strategy != "mirrored",
          "--devices is the number of devices --strategy=mirrored trains on; add it or drop "
          "--devices"),

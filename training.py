@@ -18,9 +18,9 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
+import backend
 import evaluate
 from errors import InputError, RunError, first_sentence
 from files import atomic_write, json_default
@@ -45,27 +45,10 @@ def rows_per_step(labels, batch_size, replicas=1):
 
 
 def batched_dataset(inputs, labels, batch_size):
-    """Pre-batched arrays sliced one batch (of `batch_size` rows) per element:
-    `from_tensor_slices(x).batch(n)` builds each batch one sample at a time (about 200,000
-    samples/s), slicing is hundreds of times faster. The last, partial batch is its own
-    element."""
-    full = len(labels) - len(labels) % batch_size
-
-    def shaped(array, rows):
-        return array[:full].reshape(rows, batch_size, *array.shape[1:])
-
-    rows = full // batch_size
-    dataset = tf.data.Dataset.from_tensor_slices(
-        ({name: shaped(array, rows) for name, array in inputs.items()}, shaped(labels, rows)))
-    if full < len(labels):
-        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(
-            ({name: array[full:] for name, array in inputs.items()}, labels[full:])))
-    # No tf.data autotuning (nothing here for it to tune). Its model thread wakes up 10 ms,
-    # 30 ms, 70 ms, ... after the iterator starts (the period doubling), and epochs often
-    # ended only at a wake-up: lastfm-2k epochs of about 3 s took 5.2 s, of about 6 s 10.3 s.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.prefetch(2).with_options(options)
+    """What `model.fit` trains on: the arrays in batches of `batch_size` rows, in order, the
+    last one partial (tf_fast: a tf.data pipeline of pre-batched arrays; jax_fast: a
+    keras.utils.PyDataset of slices)."""
+    return backend.fast().batched_dataset(inputs, labels, batch_size)
 
 
 def epoch_data(model_name, split, neg_ratio, seed, epoch, rows="play"):
@@ -267,7 +250,8 @@ def train_epoch(model, split, epoch, *, batch_size, negatives, bar, learning_rat
     if len(labels) == 0:
         raise InputError("no training pairs: every user with plays to train on has "
                          "played every artist")
-    per_step = rows_per_step(labels, batch_size, model.distribute_strategy.num_replicas_in_sync)
+    strategy = getattr(model, "distribute_strategy", None)      # TensorFlow's only
+    per_step = rows_per_step(labels, batch_size, strategy.num_replicas_in_sync if strategy else 1)
     progress = Progress(-(-len(labels) // per_step), bar)
     fitted = model.fit(batched_dataset(inputs, labels, per_step), epochs=epoch + 1,
                        initial_epoch=epoch, verbose=0, shuffle=False,

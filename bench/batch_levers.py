@@ -17,6 +17,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import backend  # noqa: E402
 import kernels  # noqa: E402
 from split import leave_one_out  # noqa: E402
 
@@ -72,7 +73,7 @@ def build(split, steps, dense, metric, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    if error := kernels.environment_error():
+    if error := kernels.environment_error() or backend.environment_error(("tensorflow",)):
         raise SystemExit(f"error: {error}")
     kernels.import_tensorflow_quietly()
     import training

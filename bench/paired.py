@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 import errors  # noqa: E402
 import evaluate  # noqa: E402
+import backend  # noqa: E402
 import kernels  # noqa: E402
 from split import read_ncf_split, split_digest  # noqa: E402
 
@@ -186,7 +187,7 @@ def print_table(model, path, model_result, rows, users):
 
 def main(argv):
     args = parse_args(argv)
-    if error := kernels.environment_error():
+    if error := kernels.environment_error() or backend.environment_error(("tensorflow",)):
         sys.exit(f"error: {error}")
     kernels.import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
     import models

@@ -48,6 +48,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402  (pandas and NumPy only: the stages that need TensorFlow import it)
+import backend  # noqa: E402
 import kernels  # noqa: E402
 import sampling  # noqa: E402
 from split import leave_one_out  # noqa: E402
@@ -337,9 +338,8 @@ def split_plays(plays, seed, report):
 
 def sample_epoch(split, seed, report):
     """One epoch's data: negative sampling + shuffle -> (inputs, labels, phase)."""
-    log("[speed] importing TensorFlow; sampling one epoch ...")
-    import keras  # noqa: F401  (imported here so the child process never loads it)
-    import tensorflow as tf  # noqa: F401
+    log(f"[speed] importing {backend.name()}; sampling one epoch ...")
+    backend.import_quietly()   # here, so that the child process never loads it
     import training
     with Phase("sampling") as phase:
         inputs, labels = training.epoch_data("mlp", split, NEG_RATIO, seed, 0)
@@ -494,19 +494,33 @@ def measure(folder, scale, seed, report):
     best = max(measured, key=lambda b: measured[b]["samples_per_s"])
     train_rate = measured[best]["samples_per_s"]
     report.result.update(train_samples_per_s=round(train_rate))
-    notebook_training(split, inputs, labels, seed, measured, train_rate, report)
+    notebook = not backend.is_jax()   # the notebook's pipeline is TensorFlow's (tf.data)
+    if notebook:
+        notebook_training(split, inputs, labels, seed, measured, train_rate, report)
     epoch_samples = int(labels.size)
     del inputs, labels
     epoch_time(measured, split, seed, epoch_samples, report)
     ranks, eval_rate = project_evaluation(eval_model, split, report)
-    notebook_evaluation(eval_model, split, ranks, eval_rate, report)
+    if notebook:
+        notebook_evaluation(eval_model, split, ranks, eval_rate, report)
     return made
+
+
+def device_name():
+    """What trained: the backend's first device (a GPU's name on a GPU), else "CPU"."""
+    if backend.is_jax():
+        import jax
+        device = jax.devices()[0]
+        return "CPU" if device.platform == "cpu" else str(device.device_kind)
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") \
+        if gpus else "CPU"
 
 
 def finish(report, made, run_phase, run_started, load_average):
     """Peak memory, the machine's load, the versions and the targets, into the result."""
     import keras
-    import tensorflow as tf
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     run_phase.__exit__(None, None, None)
     result = report.result
@@ -515,7 +529,7 @@ def finish(report, made, run_phase, run_started, load_average):
                   others_cpu_share=round(run_phase.others_share, 3),
                   load_average_at_start=[round(v, 2) for v in load_average],
                   load_average_at_end=[round(v, 2) for v in os.getloadavg()],
-                  tensorflow=tf.__version__, keras=keras.__version__)
+                  **backend.versions(), keras=keras.__version__, device=device_name())
     report.row("peak RSS of this process (ru_maxrss)", peak, "MB",
                f"CSV generation ran in a child process (its peak: "
                f"{made['child_peak_rss_mb']:,.0f} MB)")
@@ -523,13 +537,15 @@ def finish(report, made, run_phase, run_started, load_average):
                                 ("eval_pairs_per_s", 3.6e6, "high"),
                                 ("train_speedup", 100, "high"), ("eval_speedup", 1000, "high"),
                                 ("peak_rss_mb", 6144, "low")):
+        if key not in result:   # the notebook's figures: TensorFlow's only
+            continue
         result.setdefault("targets_met", {})[key] = bool(
             result[key] >= target if better == "high" else result[key] < target)
 
 
 def main(argv):
     args = parse_args(argv)
-    if error := kernels.environment_error():
+    if error := kernels.environment_error() or backend.environment_error():
         sys.exit(f"error: {error}")
     if args.write_csv:   # the child process
         print(json.dumps(write_csvs(args.write_csv, args.scale, args.seed)))
@@ -561,7 +577,8 @@ def _format(value, unit):
 def print_table(rows, result, run_phase):
     print(f"NCF speed bench: scale {result['scale']:g} ({result['users']:,} users, "
           f"{result['artists']:,} artists, {result['pairs']:,} pairs), seed {result['seed']}, "
-          f"{result['cpu_count']} CPUs, TensorFlow {result['tensorflow']}, Keras {result['keras']}")
+          f"{result['cpu_count']} CPUs, {result['backend']} {result[result['backend']]} on "
+          f"{result['device']}, Keras {result['keras']}")
     print(f"data made in a child process: {result['generate_seconds']:.1f} s make_planted, "
           f"{result['write_csv_seconds']:.1f} s writing CSV (not measured below)")
     head = f"{'measurement':<66} {'value':>20}  {'cpu':>5} {'others':>6}  how"
@@ -576,9 +593,12 @@ def print_table(rows, result, run_phase):
     print("-" * len(head))
     print("cpu = this process' CPU seconds per wall second (2 = both cores); others = share of the "
           "machine's CPU other processes used meanwhile")
-    print(f"speed-ups: training x{result['train_speedup']} at batch {result['batch_size']} "
-          f"(x{result['train_speedup_at_1024']} at batch 1024), evaluation "
-          f"x{result['eval_speedup']}")
+    if "train_speedup" in result:
+        print(f"speed-ups: training x{result['train_speedup']} at batch {result['batch_size']} "
+              f"(x{result['train_speedup_at_1024']} at batch 1024), evaluation "
+              f"x{result['eval_speedup']}")
+    else:
+        print("speed-ups: the notebook's pipeline is TensorFlow's; run this under TensorFlow")
     print(f"whole run: {result['wall_seconds']:.0f} s wall; other processes used "
           f"{100 * run_phase.others_share:.0f}% of the machine's CPU (load average "
           f"{result['load_average_at_start'][0]} at start, {result['load_average_at_end'][0]} "

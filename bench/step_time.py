@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import backend  # noqa: E402
 import kernels  # noqa: E402
 from split import leave_one_out  # noqa: E402
 
@@ -119,7 +120,7 @@ def time_steps(args, model, inputs, labels, rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    if error := kernels.environment_error():
+    if error := kernels.environment_error() or backend.environment_error(("tensorflow",)):
         sys.exit(f"error: {error}")
     import training
     s = MODEL_SETTINGS[args.model]

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import kernels
 import models
+import tf_fast
 from conftest import needs_gxx
 
 
@@ -30,7 +31,7 @@ def numpy_lazy_adam(table, m, v, indices, values, steps, lr=0.01, b1=0.9, b2=0.9
 
 
 def lazy_adam_steps(table, indices, values, steps, use_kernel, monkeypatch):
-    monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+    monkeypatch.setattr(kernels, "USE_KERNEL", use_kernel)
     variable = keras.Variable(table, name="item_embedding")
     optimizer = models.LazyAdam(0.01)
     optimizer.build([variable])
@@ -105,6 +106,7 @@ import tensorflow as tf
 sys.path.insert(0, {root!r})
 import kernels
 import models
+import tf_fast
 assert kernels.fused_kernel() is not None
 rng = np.random.default_rng(7)
 arrays = []
@@ -123,8 +125,8 @@ keys, starts = models.history_keys(users_of, rng.integers(0, 500, 4_000), 60, 50
 table = tf.Variable(rng.normal(size=(500, 45)).astype(np.float32))
 users = tf.constant(rng.integers(0, 60, 200).astype(np.int32))
 with tf.GradientTape() as tape:
-    total, count, squares = models.history_sums(tf.constant(keys), tf.constant(starts), table,
-                                                users, 500)
+    total, count, squares = tf_fast.history_sums(tf.constant(keys), tf.constant(starts), table,
+                                                 users, 500)
     loss = tf.reduce_sum(tf.sin(total)) + tf.reduce_sum(squares * 0.3)
 arrays += [total, squares, tf.convert_to_tensor(tape.gradient(loss, table))]
 digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in arrays)).hexdigest()
@@ -224,7 +226,7 @@ def test_models_train_the_same_with_and_without_the_kernel(user_input, monkeypat
         history = (np.repeat(np.arange(40), 6), rng.integers(0, 60, 240))
     weights = []
     for use_kernel in (True, False):
-        monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+        monkeypatch.setattr(kernels, "USE_KERNEL", use_kernel)
         keras.utils.set_random_seed(0)
         model = models.build_model("neumf", 40, 60, embedding_dim=8, hidden_units=(16, 8),
                                    l2=0.001, history=history)
@@ -264,7 +266,7 @@ def test_history_sums_and_their_gradient_equal_a_plain_gather_and_sum(graph, use
                                                                      monkeypatch):
     """history_sums gathers each distinct artist once and has its own gradient; against the
     obvious arithmetic (one gathered row per history entry, summed per user, squares too)."""
-    monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+    monkeypatch.setattr(kernels, "USE_KERNEL", use_kernel)
     rng = np.random.default_rng(0)
     num_users, num_items, dim = 7, 12, 5
     pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, num_users, 40),
@@ -282,8 +284,8 @@ def test_history_sums_and_their_gradient_equal_a_plain_gather_and_sum(graph, use
 
     def fast():
         with tf.GradientTape() as tape:
-            loss = loss_of(models.history_sums(tf.constant(keys), tf.constant(starts), table,
-                                               users, num_items))
+            loss = loss_of(tf_fast.history_sums(tf.constant(keys), tf.constant(starts), table,
+                                                users, num_items))
         return loss, tape.gradient(loss, table)
 
     def plain():
@@ -341,12 +343,12 @@ def check_history_kernel(keys, starts, table, users, num_items, graph, monkeypat
     square_weight = tf.constant(rng.normal(size=len(users)).astype(np.float32))
 
     def sums_and_gradients(use_kernel, with_squares):
-        monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+        monkeypatch.setattr(kernels, "USE_KERNEL", use_kernel)
 
         def run():
             with tf.GradientTape() as tape:
-                total, count, squares = models.history_sums(keys, starts, table, users,
-                                                            num_items)
+                total, count, squares = tf_fast.history_sums(keys, starts, table, users,
+                                                             num_items)
                 loss = tf.reduce_sum(total * weight)
                 if with_squares:
                     loss += tf.reduce_sum(squares * square_weight)
@@ -401,7 +403,7 @@ def test_the_history_layer_reads_its_plays_as_tensors_and_never_gathers_from_the
     """A gather from a variable (ResourceGather) puts it in copy-on-read mode for good, after
     which every read copies it whole: the history's keys are 138 MB at the notebook's scale,
     read twice a step per tower. The plays must be read once each, as tensors."""
-    monkeypatch.setattr(models, "USE_KERNEL", use_kernel)
+    monkeypatch.setattr(kernels, "USE_KERNEL", use_kernel)
     rng = np.random.default_rng(4)
     history = models.history_keys(np.repeat(np.arange(30), 5), rng.integers(0, 50, 150), 30, 50)
     layer = models.UserHistory(30, 50, 8, len(history[0]), l2=0.001)

@@ -1,0 +1,191 @@
+"""The model code's JAX side (the seam's JAX half; backend.py picks it): the operations that
+tf_fast.py does with TensorFlow, here in keras.ops and jax.numpy with the shapes fixed, as XLA
+compiles every train step on JAX. Imports neither TensorFlow nor tf.data.
+
+- JAX's gradient of a gathered table is the whole table, zero where the batch did not touch it:
+  there are no row-sparse gradients to update alone. LazyAdam keeps its rule (untouched rows
+  and their moments stay as they are) as a masked update over the table, which costs what
+  Keras' Adam costs (docs/experiments.md measures it).
+- With `--user_input=history`, every user's sum is one segment sum over all the training plays
+  per step (no ragged shapes under XLA): right at any size, fast only while the plays are few.
+  JAX keeps 32-bit integers, so the (user, artist) keys must stay below 2**31 (`check_history`).
+"""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from keras import ops
+
+# JAX without x64 holds the history's int64 weights as int32 and warns at each one; the keys fit
+# (check_history), so the warning says nothing here
+warnings.filterwarnings("ignore", message=r"Explicitly requested dtype .*int64")
+
+LARGEST_KEY = 2**31 - 1
+
+
+def check_history(num_users, num_items):
+    """A one-line reason why --user_input=history cannot run on JAX at this size, or ""."""
+    if num_users * num_items > LARGEST_KEY:
+        return (f"--user_input=history on JAX needs users x artists below 2**31 (its keys are "
+                f"32-bit there); these data have {num_users:,} x {num_items:,}: run it on "
+                "TensorFlow (KERAS_BACKEND=tensorflow) or use --user_input=id")
+    return ""
+
+
+def gather_rows(table, ids):
+    return ops.take(table, ids, axis=0)
+
+
+def is_row_sparse(gradient, variable):
+    """A table's gradient (an Embedding's or a history's rows): dense on JAX, but most of its
+    rows are zero, and LazyAdam leaves those rows alone."""
+    return variable.name == "embeddings" and len(variable.shape) == 2
+
+
+def lazy_adam_rows(optimizer, gradient, variable, learning_rate):
+    """LazyAdam's rule for a table: rows with a non-zero gradient (the batch's) get Adam's step
+    with the global step's bias correction, as on TensorFlow; the others and their moments are
+    kept. Dense arithmetic under a mask: the table's size each step."""
+    self = optimizer
+    dtype = variable.dtype
+    step = ops.cast(self.iterations + 1, dtype)
+    beta_1, beta_2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
+    alpha = (ops.cast(learning_rate, dtype) * ops.sqrt(1 - ops.power(beta_2, step))
+             / (1 - ops.power(beta_1, step)))
+    index = self._get_variable_index(variable)
+    momentum, velocity = self._momentums[index], self._velocities[index]
+    m, v, value = (ops.convert_to_tensor(x) for x in (momentum, velocity, variable))
+    touched = ops.any(ops.not_equal(gradient, 0), axis=-1, keepdims=True)
+    new_m = beta_1 * m + (1 - beta_1) * gradient
+    new_v = beta_2 * v + (1 - beta_2) * gradient * gradient
+    self.assign(momentum, ops.where(touched, new_m, m))
+    self.assign(velocity, ops.where(touched, new_v, v))
+    step_rows = alpha * new_m / (ops.sqrt(new_v) + self.epsilon)
+    self.assign(variable, ops.where(touched, value - step_rows, value))
+
+
+def dense_adam_step(optimizer, gradient, variable, learning_rate):
+    return False    # Keras' own Adam step
+
+
+def lazy_sgd_rows(optimizer, gradient, variable, learning_rate):
+    """Plain SGD: rows with a zero gradient do not move, so the dense step is the lazy one."""
+    optimizer.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * gradient)
+
+
+def played(keys, users, items, num_items):
+    """(n, c) bool: does user users[k] have artist items[k, j] among the sorted `keys`?"""
+    wanted = ops.cast(users, "int32")[:, None] * num_items + ops.cast(items, "int32")
+    flat = ops.reshape(wanted, (-1,))
+    index = ops.minimum(ops.searchsorted(keys, flat), ops.size(keys) - 1)
+    return ops.reshape(ops.take(keys, index) == flat, ops.shape(items))
+
+
+def history_vectors(layer, users, items):
+    """`UserHistory.call` on JAX: (users (n,), items (n, c)) -> (n, c, d), every user's sum
+    taken over all the training plays (a segment sum of fixed shape)."""
+    users, items = ops.cast(users, "int32"), ops.cast(items, "int32")
+    keys, starts = ops.cast(layer.keys, "int32"), ops.cast(layer.starts, "int32")
+    table = ops.convert_to_tensor(layer.embeddings)
+    rows = ops.take(table, keys % layer.num_items, axis=0)                 # (plays, d)
+    owners = keys // layer.num_items
+    total = ops.take(ops.segment_sum(rows, owners, layer.num_users, sorted=True), users, axis=0)
+    squares = ops.take(ops.segment_sum(ops.sum(rows * rows, -1), owners, layer.num_users,
+                                       sorted=True), users, axis=0)
+    count = ops.cast(ops.take(starts, users + 1) - ops.take(starts, users), "float32")
+    if layer.l2:
+        layer.add_loss(layer.l2 * ops.mean(squares / ops.maximum(count, 1.0)))
+    own = ops.cast(played(keys, users, items, layer.num_items), "float32")
+    vector = total[:, None, :] - own[..., None] * ops.take(table, items, axis=0)   # (n, c, d)
+    return vector / ops.sqrt(ops.maximum(count[:, None] - own, 1.0))[..., None]
+
+
+def history_totals(keys, starts, table, num_users, num_items):
+    """-> (each user's rows summed (num_users, d), their counts (num_users,)) as NumPy arrays."""
+    keys = np.asarray(keys, np.int64)
+    total = jax.ops.segment_sum(jnp.asarray(table)[keys % num_items],
+                                jnp.asarray(keys // num_items, np.int32), num_users,
+                                indices_are_sorted=True)
+    return np.asarray(total), np.diff(np.asarray(starts)).astype(np.float32)
+
+
+def make_scorer(parts, history, gmf_dim):
+    """models.make_scorer's arithmetic in jax.numpy, compiled once per shape of request. With a
+    history, every pair is also scored with its artist left out of the user's sum, and the
+    played pairs take that score (a fixed shape, where TensorFlow's scorer re-scores only them)."""
+    parts = jax.tree_util.tree_map(jnp.asarray, parts)
+    history = {tower: {name: (value if name == "num_items" else jnp.asarray(value))
+                       for name, value in part.items()} for tower, part in history.items()}
+    if history:
+        part = next(iter(history.values()))
+        part["keys"] = part["keys"].astype(jnp.int32)
+
+    def logits(mlp_half, gmf_vector, items):
+        """mlp_half (n, c or 1, h1) and gmf_vector (n, c or 1, d); items (n, c) -> (n, c)."""
+        logit = jnp.zeros(items.shape, jnp.float32)
+        if "stack" in parts:
+            hidden = jax.nn.relu(mlp_half + parts["item_half"][items])
+            for kernel, bias in parts["stack"]:
+                hidden = jax.nn.relu(jnp.tensordot(hidden, kernel, 1) + bias)
+            logit += jnp.tensordot(hidden, parts["out_kernel"][gmf_dim:], 1)
+        if "gmf_user" in parts:
+            gmf_vector = gmf_vector * parts["out_kernel"][:gmf_dim]
+            logit += jnp.sum(gmf_vector * parts["gmf_item"][items], -1)
+        return logit
+
+    def left_out(tower, users, items):
+        """(n,) users' vectors without each of their items (n, c) -> (n, c, d)."""
+        part = history[tower]
+        vector = part["total"][users][:, None, :] - part["table"][items]
+        count = part["count"][users][:, None]
+        return vector / jnp.sqrt(jnp.maximum(count - 1.0, 1.0))[..., None]
+
+    @jax.jit
+    def score(users, items):
+        if "item_bias" in parts:
+            user_vector = parts["gmf_user"][users]                            # (n, d)
+            return (jnp.einsum("nd,ncd->nc", user_vector, parts["gmf_item"][items])
+                    + parts["item_bias"][items])
+        logit = logits(parts["user_half"][users][:, None, :] if "stack" in parts else None,
+                       parts["gmf_user"][users][:, None, :] if "gmf_user" in parts else None,
+                       items)
+        if history:
+            part = next(iter(history.values()))
+            own = played(part["keys"], users, items, part["num_items"])
+            mlp_half = (left_out("mlp", users, items) @ parts["user_kernel"]
+                        if "mlp" in history else None)
+            gmf_vector = left_out("gmf", users, items) if "gmf" in history else None
+            logit = jnp.where(own, logits(mlp_half, gmf_vector, items), logit)
+        return jax.nn.sigmoid(logit + parts["out_bias"])
+
+    return lambda users, items: np.asarray(score(jnp.asarray(users, jnp.int32),
+                                                 jnp.asarray(items, jnp.int32)))
+
+
+class BatchedRows(keras.utils.PyDataset):
+    """tf_fast.batched_dataset's batches without tf.data: batch i is rows [i * n, (i + 1) * n)
+    of the arrays, the last one partial."""
+
+    def __init__(self, inputs, labels, batch_size):
+        super().__init__()
+        self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return {name: array[rows] for name, array in self.inputs.items()}, self.labels[rows]
+
+
+def batched_dataset(inputs, labels, batch_size):
+    return BatchedRows(inputs, labels, batch_size)
+
+
+def sees_gpu():
+    return any(device.platform != "cpu" for device in jax.devices())
+
+
+OUT_OF_MEMORY = ()
