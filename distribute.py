@@ -58,6 +58,7 @@ import tensorflow as tf  # noqa: E402
 
 import errors  # noqa: E402
 import model_table  # noqa: E402
+import kernels  # noqa: E402
 import models  # noqa: E402
 from models import PairwiseCrossentropy  # noqa: E402
 import sampling  # noqa: E402
@@ -91,11 +92,11 @@ def logical_cpus(n):
 def use_kernels_for(devices):
     """The compiled kernels (kernels.cc) have CPU code only, and LazyAdam's takes the table's
     own handle, so it must run where the table lives: off as soon as any device is not a CPU.
-    `models.USE_KERNEL` is read when a step is traced, so this is process-wide."""
+    `kernels.USE_KERNEL` is read when a step is traced, so this is process-wide."""
     if any("CPU" not in tf.DeviceSpec.from_string(device).device_type.upper()
            for device in devices):
-        models.USE_KERNEL = False
-    return models.USE_KERNEL
+        kernels.USE_KERNEL = False
+    return kernels.USE_KERNEL
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def serve():
     """A worker or parameter server of the TF_CONFIG cluster: `python distribute.py serve`.
     Loads the compiled kernels first, since LazyAdam's row update runs where a shard lives."""
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    if models.USE_KERNEL:
+    if kernels.USE_KERNEL:
         from kernels import fused_kernel
         fused_kernel()
     server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
@@ -293,7 +294,7 @@ class ParameterServerTrainer:
 
     def __init__(self, spec, cluster=None, initial=None):
         if spec.history is not None:
-            # models.history_sums gathers from one table variable, and its compiled kernel
+            # tf_fast.history_sums gathers from one table variable, and its compiled kernel
             # takes the table whole: a sharded version is not written
             raise ValueError("--user_input=history is not supported with parameter_server; "
                              "use --user_input=id")

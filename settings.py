@@ -20,6 +20,7 @@ import re
 import textwrap
 import tokenize
 
+import backend
 from errors import InputError
 import model_table
 from model_table import MODELS

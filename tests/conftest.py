@@ -68,3 +68,15 @@ def help_of(script):
         elif line.startswith("   ") and options:
             options[name] += line
     return {name: " ".join(text.split()) for name, text in options.items()}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under KERAS_BACKEND=jax (CI runs the fast tests under both backends), the tests marked
+    tensorflow_only are left out: they test TensorFlow's half of the seam (tf_fast.py, the
+    compiled kernels, tf.data), or start their own processes on the backends they name."""
+    import backend
+    if not backend.is_jax():
+        return
+    kept = [item for item in items if item.get_closest_marker("tensorflow_only") is None]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept

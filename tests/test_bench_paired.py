@@ -95,6 +95,7 @@ def test_main_scores_a_saved_model_on_the_split_it_reads(tmp_path, capsys):
         paired.main([f"--split={prefix}", f"--load={other}"])
 
 
+@pytest.mark.tensorflow_only
 def test_bad_paths_and_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit, match="file not found"):
         paired.main([f"--split={tmp_path / 'none'}", "--load=x.keras"])

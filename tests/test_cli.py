@@ -217,10 +217,12 @@ def test_a_run_writes_everything_into_the_folder_of_its_model(trained):
 
 
 def test_environment_json_names_the_cpu_and_the_versions_the_figures_came_from(trained):
-    import tensorflow as tf
+    import importlib
+    import backend
     with open(trained["run"] / "environment.json") as stream:
         environment = json.load(stream)
-    assert environment["tensorflow"] == tf.__version__
+    name = environment["backend"]
+    assert name == backend.name() and environment[name] == importlib.import_module(name).__version__
     assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
     assert environment["onednn"] in (True, False, None) and environment["cpu"]
     assert environment["compiled_kernels"] == (kernels.fused_kernel() is not None)
@@ -892,6 +894,7 @@ def test_load_of_a_file_that_is_not_a_zip_says_so(tmp_path, capsys):
                                  "zip archive); give a .keras file a run saved\n")
 
 
+@pytest.mark.tensorflow_only
 def test_trains_on_tensorflow_ops_where_there_is_no_cpp_compiler(tmp_path):
     """No g++ on PATH and an empty kernel cache: the run says the compiled kernels are not
     available and trains with TensorFlow ops (the same arithmetic)."""

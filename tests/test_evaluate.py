@@ -1,4 +1,5 @@
 """Contracts of evaluate.py and the fast scorer."""
+import keras
 import numpy as np
 import pytest
 
@@ -138,9 +139,10 @@ def test_history_user_vector_is_the_fism_sum_without_the_scored_artist():
     rng = np.random.default_rng(3)
     model, users, items = _history_model("gmf", rng, num_users=4, num_items=6, plays=12)
     layer = model.get_layer("user_history")
-    table = layer.embeddings.numpy()
+    table = keras.ops.convert_to_numpy(layer.embeddings)
     candidates = np.tile(np.arange(6), (4, 1))
-    vectors = layer(np.arange(4, dtype=np.int32), candidates.astype(np.int32)).numpy()
+    vectors = keras.ops.convert_to_numpy(layer(np.arange(4, dtype=np.int32),
+                                               candidates.astype(np.int32)))
     for user in range(4):
         mine = sorted(set(items[users == user]))
         for artist in range(6):

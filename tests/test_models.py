@@ -48,6 +48,7 @@ def lazy_adam_steps(table, indices, values, steps, use_kernel, monkeypatch):
             np.asarray(optimizer._velocities[0]))
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("use_kernel", [True, False])
 def test_lazy_adam_matches_numpy_and_leaves_other_rows(use_kernel, monkeypatch):
     rng = np.random.default_rng(0)
@@ -63,6 +64,7 @@ def test_lazy_adam_matches_numpy_and_leaves_other_rows(use_kernel, monkeypatch):
     assert not got[1][untouched].any() and not got[2][untouched].any()
 
 
+@pytest.mark.tensorflow_only
 @needs_gxx
 def test_fused_kernel_builds_and_equals_tensorflow_ops(monkeypatch):
     assert kernels.fused_kernel() is not None, "g++ could not build kernels.cc"
@@ -76,6 +78,7 @@ def test_fused_kernel_builds_and_equals_tensorflow_ops(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.tensorflow_only
 @needs_gxx
 def test_lazy_adam_kernel_groups_few_rows_of_a_large_table_as_it_groups_a_small_one(monkeypatch):
     # The kernel groups a gradient's entries by row with a counting sort over the table's rows,
@@ -237,6 +240,7 @@ def test_models_train_the_same_with_and_without_the_kernel(user_input, monkeypat
         assert np.array_equal(a, b)        # the same arithmetic in the same order: every bit
 
 
+@pytest.mark.tensorflow_only
 def test_lazy_sgd_subtracts_the_summed_gradient_from_its_rows_only():
     rng = np.random.default_rng(3)
     table = rng.normal(size=(30, 4)).astype(np.float32)
@@ -383,6 +387,7 @@ def test_history_kernel_rejects_bad_input_with_an_error_not_a_crash():
                                 segments=tf.constant([0, 0]), num_segments=1)
 
 
+@pytest.mark.tensorflow_only
 def test_batched_dataset_gives_every_row_in_order_without_tf_data_autotuning():
     import training
     users = np.arange(23, dtype=np.int32)
@@ -397,6 +402,7 @@ def test_batched_dataset_gives_every_row_in_order_without_tf_data_autotuning():
     assert dataset.options().autotune.enabled is False   # its thread made epochs wait
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("use_kernel", [True, False])
 def test_the_history_layer_reads_its_plays_as_tensors_and_never_gathers_from_their_variables(
         use_kernel, monkeypatch):
