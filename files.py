@@ -1,13 +1,17 @@
 """Writing files so that a crash or a full disk never leaves a partial file under its real name.
 
 In:  a path and a function that writes to a temporary path (or text, or a JSON-able payload).
-Out: the file, complete, or no change at all. Files are UTF-8.
+Out: the file, complete, or no change at all. Files are UTF-8. A version folder of an export
+     (`new_version`: FOLDER/1/, FOLDER/2/, ..., TensorFlow Serving's layout) the same way,
+     whole or not at all.
 """
 import contextlib
 import errno
 import fcntl
 import json
 import os
+import re
+import shutil
 import tempfile
 
 import numpy as np
@@ -31,6 +35,55 @@ def atomic_write(path, write):
             os.remove(temporary)
         raise
     _sync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def export_versions(folder):
+    """The version numbers of an export in TensorFlow Serving's layout (FOLDER/1/saved_model.pb,
+    FOLDER/2/...), sorted; [] for a folder that does not exist or is empty; None for anything
+    else (a file, or a folder holding anything but version folders), never to be written into."""
+    if not os.path.lexists(folder):
+        return []
+    if not os.path.isdir(folder):
+        return None
+    names = os.listdir(folder)
+    if not all(re.fullmatch(r"[0-9]{1,18}", name)
+               and os.path.isfile(os.path.join(folder, name, "saved_model.pb")) for name in names):
+        return None
+    return sorted(int(name) for name in names)
+
+
+def new_version(folder, write):
+    """`write(path)` of `folder`'s next version folder, under a temporary name beside `folder`,
+    then one rename into place: `folder` itself when it is new, else folder/N. A reader
+    (TensorFlow Serving polls for versions) sees the whole version or none; a crash leaves a
+    `.tmp-` folder beside `folder`, never a part of a version in it -> the version's path, or
+    None when `folder` is not new, empty or an export (`export_versions`)."""
+    versions = export_versions(folder)
+    if versions is None:
+        return None
+    version = str(max(versions, default=0) + 1)
+    absolute = os.path.abspath(folder)
+    os.makedirs(os.path.dirname(absolute), exist_ok=True)
+    temporary = tempfile.mkdtemp(dir=os.path.dirname(absolute),
+                                 prefix=".tmp-", suffix="-" + os.path.basename(absolute))
+    try:
+        os.chmod(temporary, 0o777 & ~_umask())
+        write(os.path.join(temporary, version))
+        for root, folders, names in os.walk(temporary, topdown=False):
+            for name in names:
+                _sync(os.path.join(root, name), os.O_RDONLY)
+            _sync(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        if os.path.isdir(absolute):
+            os.rename(os.path.join(temporary, version), os.path.join(absolute, version))
+            os.rmdir(temporary)
+        else:
+            os.rename(temporary, absolute)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _sync(os.path.dirname(absolute), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    _sync(absolute, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    return os.path.join(folder, version)
 
 
 def _sync(path, flags):

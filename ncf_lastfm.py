@@ -63,6 +63,8 @@ OPTIMIZER = "lazy_adam" # lazy_adam (embedding rows in the batch only) | adam (t
 VALIDATION = False      # hold out a second artist per user; keep the best epoch's weights
 PATIENCE = 3            # epochs without a better validation hit ratio before stopping
 RESUME = False          # continue from the model folder's last complete epoch
+TENSORBOARD = ""        # a folder for TensorBoard logs, a run per model: loss, validation and
+                        # test HR@K and NDCG@K per epoch ("": none)
 STRATEGY = "none"       # none (one device) | mirrored (this host's GPUs, or DEVICES logical
                         # CPUs) | parameter_server (TF_CONFIG's cluster, else 2 workers and 2
                         # parameter servers in this process): docs/architecture.md
@@ -78,6 +80,8 @@ REPLACE_PLAYED_NEGATIVES = False  # --split: replace each listed negative the us
 LOAD = ""               # a saved .keras model: evaluate / recommend without training
 RECOMMEND_USER = ""     # user ids, comma-separated: their artists and top-10 recommendations
 SIMILAR_TO = ""         # an artist name: its 10 nearest artists by embedding
+EXPORT = ""             # a folder: the model as a TensorFlow SavedModel that recommends, in
+                        # TF Serving's layout (DIR/1/, then DIR/2/ ...): README
 QUIET = False           # no progress bars or per-epoch lines
 
 # Defaults per model, chosen on validation artists (docs/experiments.md), are in the table of
@@ -180,14 +184,14 @@ def os_error_message(error, s):
     path = error.filename or s.output_dir
     if getattr(error, "reading", False):
         return f"cannot read {path}: {error.strerror or error}"
-    written = [os.path.realpath(p) for p in (s.output_dir, os.path.dirname(s.export_split or "."))
-               if p]
+    written = [os.path.realpath(p) for p in (s.output_dir, os.path.dirname(s.export_split or "."),
+                                             s.export, s.tensorboard) if p]
     writing = any(inside(os.path.realpath(str(path)), folder) for folder in written)
     if error.errno == errno.ENOSPC:
         return f"no space left on the device of {path}; free space or choose another folder"
     if writing:
         return (f"{error.strerror or error} ({path}); choose another folder (--output_dir, "
-                "--export_split)")
+                "--export_split, --export, --tensorboard)")
     return f"cannot read {path}: {error.strerror or error}"
 
 

@@ -1,8 +1,9 @@
 """What users look at: training curves, hit ratio at K, recommendations by name, similar artists.
 
 In:  a trained model, the `data.Plays` it was trained on (for names and play counts), the split.
-Out: PNG plots, `recommendations.csv`, and printed tables. Recommendations never include an
-     artist the user has played; every artist is scored for a user in one batched call.
+Out: PNG plots, `recommendations.csv`, printed tables, and --export's SavedModel (export.py).
+     Recommendations never include an artist the user has played; every artist is scored for
+     a user in one batched call.
 Refuses: a user id outside the data, an artist name not in the data (with close spellings).
 """
 import difflib
@@ -17,6 +18,7 @@ import pandas as pd  # noqa: E402
 
 import errors  # noqa: E402
 import evaluate  # noqa: E402
+import export  # noqa: E402
 import model_table  # noqa: E402
 import models  # noqa: E402
 import files  # noqa: E402
@@ -26,7 +28,7 @@ from split import split_digest  # noqa: E402
 
 
 def write_run(s, plays, split, model, result, folder, version):
-    """metrics.json, the saved model, plots, recommendations and similar artists."""
+    """metrics.json, the saved model, plots, recommendations, similar artists, the export."""
     popularity = result["popularity"]
     metrics = {
         "model": result["model"], "hit_ratio": result["hit_ratio"], "ndcg": result["ndcg"],
@@ -58,6 +60,8 @@ def write_run(s, plays, split, model, result, folder, version):
                   folder)
     if s.similar_to and model is not None:
         similar_artists(model, plays, s.similar_to, 10, folder)
+    if s.export and model is not None:
+        export.write(model, plays, split, s.export)
 
 
 def plot_run(result, popularity, top_k, folder, candidates):

@@ -13,6 +13,7 @@ Refuses: an unknown name (with the closest known one), a value of another type t
 import ast
 import dataclasses
 import difflib
+import importlib.util
 import io
 import math
 import os
@@ -22,6 +23,7 @@ import tokenize
 
 import backend
 from errors import InputError
+import files
 import model_table
 from model_table import MODELS
 
@@ -32,7 +34,7 @@ SIZE = "an integer from 1 to 2**31 - 1"   # a size beyond int32 fails inside Ten
 # the checkpoint's fingerprint, so a new setting is in it unless it is declared here
 RUN_ONLY = ("root_url", "export_split", "output_dir", "num_epoch", "patience", "resume",
             "top_k", "full_ranking_users", "load", "recommend_user", "similar_to", "quiet",
-            "compare", "replace_played_negatives")
+            "compare", "replace_played_negatives", "export", "tensorboard")
 
 
 class HelpRequested(Exception):
@@ -121,7 +123,8 @@ def recorded(settings):
     another folder finds the data the model was trained on."""
     values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
               if field.name not in ("given", "applied")}
-    for key in ("data_dir", "split", "output_dir", "load", "export_split"):
+    for key in ("data_dir", "split", "output_dir", "load", "export_split", "export",
+                "tensorboard"):
         if values[key]:
             values[key] = os.path.abspath(values[key])
     return values
@@ -301,7 +304,8 @@ def check_combinations(s):
          "them)"),
     ]
     refusals += strategy_refusals(s)
-    wants_model = [f"--{k}" for k in ("recommend_user", "similar_to") if getattr(s, k)]
+    wants_model = [f"--{k}" for k in ("recommend_user", "similar_to", "export")
+                   if getattr(s, k)]
     refusals.append((bool(wants_model) and (s.compare or (not spec.trained and not s.load)),
                      f"{' and '.join(wants_model)} need one model with embeddings; "
                      + (f"--compare trains {len(MODELS)} models" if s.compare
@@ -339,6 +343,9 @@ def strategy_refusals(s):
         (server and s.user_input == "history",
          "--strategy=parameter_server shards the tables by rows, and the history input sums "
          "whole tables: add --user_input=id"),
+        (server and bool(s.tensorboard),
+         "--strategy=parameter_server trains with its own loop, without Keras' callbacks: drop "
+         "--tensorboard"),
         (server and s.validation,
          "--strategy=parameter_server trains without validation (its updates are "
          "asynchronous, so epochs are not compared): add --validation=False"),
@@ -347,9 +354,10 @@ def strategy_refusals(s):
 
 def check_paths(s):
     for key in ("split", "export_split", "data_dir", "load", "recommend_user", "similar_to",
-                "root_url"):
+                "root_url", "export", "tensorboard"):
         if key in s.given and not getattr(s, key).strip():
             raise InputError(f"--{key}= is empty; give it a value or leave it out")
+    check_export_paths(s)
     if s.split and s.export_split and (os.path.realpath(s.split)
                                        == os.path.realpath(s.export_split)):
         raise InputError(f"--export_split={s.export_split} would overwrite the --split files "
@@ -360,6 +368,34 @@ def check_paths(s):
             raise InputError(f"--{key}={getattr(s, key)} ends with a folder; it is a prefix of "
                              "three files, like out/lastfm for out/lastfm.train.rating, "
                              "out/lastfm.test.rating and out/lastfm.test.negative")
+
+
+def export_refusal(folder):
+    """The one line of a refused --export folder."""
+    return (f"--export={folder} holds other files than an export's version folders (1/, 2/, "
+            "...); give a new or empty folder, or a previous export (it gets the next version)")
+
+
+def check_export_paths(s):
+    """--export: a new or empty folder or a previous export, which nothing else of the run
+    writes into; --tensorboard: a folder, and the package that writes its logs."""
+    if s.export:
+        if files.export_versions(s.export) is None:
+            raise InputError(export_refusal(s.export))
+        export = os.path.realpath(s.export)
+        written = {"--output_dir": s.output_dir, "--export_split": s.export_split,
+                   "--tensorboard": s.tensorboard}
+        for key, path in written.items():
+            path = os.path.realpath(path) if path else ""
+            if path and (path == export or path.startswith(export.rstrip(os.sep) + os.sep)):
+                raise InputError(f"--export={s.export} would hold what {key}={path} writes; "
+                                 "give the export a folder of its own")
+    if s.tensorboard:
+        if os.path.exists(s.tensorboard) and not os.path.isdir(s.tensorboard):
+            raise InputError(f"--tensorboard={s.tensorboard} is a file; give a folder")
+        if importlib.util.find_spec("tensorboard") is None:
+            raise InputError("--tensorboard writes its logs with the tensorboard package, which "
+                             "is not installed: pip install tensorboard (or drop --tensorboard)")
 
 
 def check_unused(model, given):

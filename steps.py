@@ -4,7 +4,8 @@ by name, and --compare and pretraining (compare.py) repeat steps 3 to 5 for each
   1. load_data       the plays: made, read from a folder, or downloaded (data.py, sources.py)
   2. split_data      one held-out artist per user, with its unplayed candidates (split.py)
   3. build_model     a new compiled model, or the --load one (models.py, model_table.py)
-  4. train_model     fresh negatives every epoch, under the chosen strategy (training.py)
+  4. train_model     fresh negatives every epoch, under the chosen strategy (training.py),
+                     logged for TensorBoard with --tensorboard (summaries.py)
   5. evaluate_model  HR@K and NDCG@K on the test users, beside popularity's (evaluate.py)
 
 Each step prints one short line of what it did; what it refuses is an `errors.InputError`.
@@ -24,6 +25,7 @@ import models
 import settings
 import sources
 import split as splitting
+import summaries
 import training
 
 
@@ -169,12 +171,16 @@ def train_model(s, model, split, folder, log=print, cluster=None):
                                           blueprint(s, split))
         mirrored.set_weights(model.get_weights())
         model = mirrored
+    board = (summaries.TensorBoardLog(os.path.join(s.tensorboard, os.path.basename(folder)),
+                                      s.top_k) if s.tensorboard else None)   # a run per model
     model, history, best_epoch = training.fit(
         model, split, num_epoch=s.num_epoch, batch_size=s.batch_size, neg_ratio=s.neg_ratio,
         rows=s.rows, seed=s.seed, top_k=s.top_k, validation=s.validation or s.compare,
         patience=s.patience, checkpoints=checkpoints, fingerprint=fingerprint,
         resume=s.resume, learning_rate=s.learning_rate,
-        bar=not s.quiet and sys.stdout.isatty(), log=log)
+        bar=not s.quiet and sys.stdout.isatty(), log=log, tensorboard=board)
+    if board:
+        board.close()
     if s.strategy == "mirrored":   # evaluation and the saved model are one device's, as ever
         model = distribute.single_device_copy(model, blueprint(s, split))
     return model, history, best_epoch, time.time() - started

@@ -240,7 +240,8 @@ class NegativesAhead:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def train_epoch(model, split, epoch, *, batch_size, negatives, bar, learning_rate, checkpoints):
+def train_epoch(model, split, epoch, *, batch_size, negatives, bar, learning_rate, checkpoints,
+                callbacks=()):
     """One epoch of fresh negatives (from `negatives`, a NegativesAhead) and `model.fit` ->
     (loss, seconds, seconds waited for the negatives, samples, steady seconds: the epoch's time
     without the first call's tracing)."""
@@ -255,7 +256,7 @@ def train_epoch(model, split, epoch, *, batch_size, negatives, bar, learning_rat
     progress = Progress(-(-len(labels) // per_step), bar)
     fitted = model.fit(batched_dataset(inputs, labels, per_step), epochs=epoch + 1,
                        initial_epoch=epoch, verbose=0, shuffle=False,
-                       callbacks=[keras.callbacks.TerminateOnNaN(), progress])
+                       callbacks=[keras.callbacks.TerminateOnNaN(), progress, *callbacks])
     loss = float(fitted.history["loss"][-1])
     if not math.isfinite(loss):
         kept = (f"the last good checkpoint ({checkpoints.model_path}, epoch {epoch}) is kept"
@@ -283,8 +284,9 @@ def format_duration(seconds):
 
 def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validation, patience,
         checkpoints, fingerprint, rows="play", resume=False, learning_rate=None, bar=False,
-        log=print):
-    """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch)."""
+        log=print, tensorboard=None):
+    """Trains `model` for up to `num_epoch` epochs -> (model, history list, best epoch).
+    `tensorboard`: a summaries.TensorBoardLog that logs each epoch, or None."""
     history, best, start = [], {"epoch": 0, "hit_ratio": -1.0, "ndcg": -1.0}, 0
     fingerprint = json.loads(json.dumps(fingerprint, default=json_default))  # as stored
     digest = split_digest(split)     # the data itself: the fingerprint names only its source
@@ -296,7 +298,8 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
                                      negatives, batch_size=batch_size, top_k=top_k,
                                      validation=validation, patience=patience,
                                      checkpoints=checkpoints, fingerprint=fingerprint,
-                                     digest=digest, learning_rate=learning_rate, bar=bar, log=log)
+                                     digest=digest, learning_rate=learning_rate, bar=bar, log=log,
+                                     tensorboard=tensorboard)
     finally:
         negatives.close()
     return restore_best(model, checkpoints, best, history, validation, log)
@@ -304,7 +307,7 @@ def fit(model, split, *, num_epoch, batch_size, neg_ratio, seed, top_k, validati
 
 def train_epochs(model, split, epochs, history, best, negatives, *, batch_size, top_k,
                  validation, patience, checkpoints, fingerprint, digest, learning_rate, bar,
-                 log):
+                 log, tensorboard=None):
     """The epochs of `fit`, each checkpointed, until the last or early stopping ->
     (history, best)."""
     num_epoch = epochs.stop
@@ -313,7 +316,8 @@ def train_epochs(model, split, epochs, history, best, negatives, *, batch_size, 
             break
         loss, seconds, sample_seconds, samples, steady = train_epoch(
             model, split, epoch, batch_size=batch_size, negatives=negatives, bar=bar,
-            learning_rate=learning_rate, checkpoints=checkpoints)
+            learning_rate=learning_rate, checkpoints=checkpoints,
+            callbacks=[tensorboard.callback] if tensorboard else [])
         scoring = time.time()
         scores = score_sets(model, split, top_k, validation)
         record = {"epoch": epoch + 1, "loss": loss, "sample_seconds": round(sample_seconds, 2),
@@ -327,6 +331,8 @@ def train_epochs(model, split, epochs, history, best, negatives, *, batch_size, 
                 best = {"epoch": epoch + 1, "hit_ratio": key[0], "ndcg": key[1]}
                 checkpoints.save_best(model, epoch + 1)
         history.append(record)
+        if tensorboard:
+            tensorboard.write_scores(record)
         checkpoints.save(model, {"epoch": epoch + 1, "history": history, "best": best,
                                  "fingerprint": fingerprint, "data_digest": digest})
         per_epoch = steady + time.time() - scoring
