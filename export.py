@@ -34,6 +34,7 @@ import errors
 import files
 import models
 import settings
+import tf_fast
 
 
 class Recommender(tf.Module):
@@ -106,7 +107,7 @@ class Recommender(tf.Module):
                              tf.gather(t["gmf_user"], users) if "gmf_user" in t else None,
                              items)
         if t["history"] and rescore_played:
-            where = tf.where(models.played(t["history_keys"], users, items, self.num_items))
+            where = tf.where(tf_fast.played(t["history_keys"], users, items, self.num_items))
             pair_users, pair_items = tf.gather(users, where[:, 0]), tf.gather_nd(items, where)
 
             def left_out(tower):

@@ -6,8 +6,8 @@ compiles every train step on JAX. Imports neither TensorFlow nor tf.data.
   there are no row-sparse gradients to update alone. LazyAdam keeps its rule (untouched rows
   and their moments stay as they are) as a masked update over the table, which costs what
   Keras' Adam costs (docs/experiments.md measures it).
-- With `--user_input=history`, every user's sum is one segment sum over all the training plays
-  per step (no ragged shapes under XLA): right at any size, fast only while the plays are few.
+- With `--user_input=history`, a batch's users' plays are padded to the most plays of any user
+  (no ragged shapes under XLA) and summed under a mask: fast while no user has very many.
   JAX keeps 32-bit integers, so the (user, artist) keys must stay below 2**31 (`check_history`).
 """
 import warnings
@@ -84,17 +84,20 @@ def played(keys, users, items, num_items):
 
 
 def history_vectors(layer, users, items):
-    """`UserHistory.call` on JAX: (users (n,), items (n, c)) -> (n, c, d), every user's sum
-    taken over all the training plays (a segment sum of fixed shape)."""
+    """`UserHistory.call` on JAX: (users (n,), items (n, c)) -> (n, c, d). Each user's plays
+    padded to the most any user has (`layer.longest`, a fixed shape) and summed under a mask."""
     users, items = ops.cast(users, "int32"), ops.cast(items, "int32")
     keys, starts = ops.cast(layer.keys, "int32"), ops.cast(layer.starts, "int32")
     table = ops.convert_to_tensor(layer.embeddings)
-    rows = ops.take(table, keys % layer.num_items, axis=0)                 # (plays, d)
-    owners = keys // layer.num_items
-    total = ops.take(ops.segment_sum(rows, owners, layer.num_users, sorted=True), users, axis=0)
-    squares = ops.take(ops.segment_sum(ops.sum(rows * rows, -1), owners, layer.num_users,
-                                       sorted=True), users, axis=0)
-    count = ops.cast(ops.take(starts, users + 1) - ops.take(starts, users), "float32")
+    begin = ops.take(starts, users)
+    count = ops.take(starts, users + 1) - begin                               # (n,)
+    offsets = ops.arange(layer.longest, dtype="int32")
+    present = offsets[None, :] < count[:, None]                               # (n, longest)
+    where = ops.minimum(begin[:, None] + offsets[None, :], ops.size(keys) - 1)
+    rows = ops.take(table, ops.take(keys, where) % layer.num_items, axis=0)   # (n, longest, d)
+    rows = rows * ops.cast(present, rows.dtype)[..., None]
+    total, squares = ops.sum(rows, axis=1), ops.sum(rows * rows, axis=(1, 2))
+    count = ops.cast(count, "float32")
     if layer.l2:
         layer.add_loss(layer.l2 * ops.mean(squares / ops.maximum(count, 1.0)))
     own = ops.cast(played(keys, users, items, layer.num_items), "float32")

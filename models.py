@@ -125,6 +125,7 @@ class UserHistory(layers.Layer):
         super().__init__(**kwargs)
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
         self.num_keys, self.l2 = num_keys, l2
+        self.longest = 1       # set with the plays (`note_longest`)
         self.embeddings = self.add_weight(
             shape=(num_items, dim), name="embeddings",
             initializer=keras.initializers.RandomNormal(stddev=0.01))
@@ -136,6 +137,11 @@ class UserHistory(layers.Layer):
     def set_history(self, keys, starts):
         self.keys.assign(keys)
         self.starts.assign(starts)
+        self.note_longest(starts)
+
+    def note_longest(self, starts):
+        """The most plays of one user: JAX sums a batch's histories padded to it (jax_fast)."""
+        self.longest = max(1, int(np.max(np.diff(np.asarray(starts)), initial=0)))
 
     def call(self, users, items):
         return fast.history_vectors(self, users, items)
@@ -421,6 +427,7 @@ def load(path):
                                                         "UserHistory": UserHistory})
     history = [layer for layer in model.layers if isinstance(layer, UserHistory)]
     for layer in history:
+        layer.note_longest(keras.ops.convert_to_numpy(layer.starts))
         if reason := getattr(fast, "check_history", lambda *sizes: "")(layer.num_users,
                                                                         layer.num_items):
             raise InputError(reason)

@@ -30,7 +30,7 @@ import kernels  # noqa: E402
 import model_table  # noqa: E402
 import settings  # noqa: E402
 
-__version__ = "1.1"
+__version__ = "1.2"
 
 # ---- data ------------------------------------------------------------------------------------
 DATASET = "lastfm"      # lastfm (the notebook's CSVs from ROOT_URL, or DATA_DIR) | lastfm-360k

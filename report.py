@@ -18,7 +18,6 @@ import pandas as pd  # noqa: E402
 
 import errors  # noqa: E402
 import evaluate  # noqa: E402
-import export  # noqa: E402
 import model_table  # noqa: E402
 import models  # noqa: E402
 import files  # noqa: E402
@@ -61,6 +60,7 @@ def write_run(s, plays, split, model, result, folder, version):
     if s.similar_to and model is not None:
         similar_artists(model, plays, s.similar_to, 10, folder)
     if s.export and model is not None:
+        import export   # TensorFlow's (settings refuse --export on JAX)
         export.write(model, plays, split, s.export)
 
 

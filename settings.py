@@ -280,6 +280,10 @@ def check_combinations(s):
     """Settings that contradict each other, or that the run would silently ignore."""
     given, spec = s.given, MODELS[s.model]
     refusals = [
+        (bool(s.export or s.tensorboard) and backend.is_jax(),
+         f"--{'export' if s.export else 'tensorboard'} writes with TensorFlow (a SavedModel, "
+         "TensorBoard's logs); run it with KERAS_BACKEND=tensorflow (a model saved on JAX loads "
+         "there with --load)"),
         (s.user_input == "history" and not spec.history_input and not s.compare,
          f"--user_input=history is for {model_table.names(lambda m: m.history_input)}; "
          f"--model={s.model} has no such input (use --user_input=id)"),

@@ -25,7 +25,6 @@ import models
 import settings
 import sources
 import split as splitting
-import summaries
 import training
 
 
@@ -171,6 +170,8 @@ def train_model(s, model, split, folder, log=print, cluster=None):
                                           blueprint(s, split))
         mirrored.set_weights(model.get_weights())
         model = mirrored
+    if s.tensorboard:
+        import summaries   # TensorFlow's (settings refuse --tensorboard on JAX)
     board = (summaries.TensorBoardLog(os.path.join(s.tensorboard, os.path.basename(folder)),
                                       s.top_k) if s.tensorboard else None)   # a run per model
     model, history, best_epoch = training.fit(
