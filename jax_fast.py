@@ -3,9 +3,8 @@ tf_fast.py does with TensorFlow, here in keras.ops and jax.numpy with the shapes
 compiles every train step on JAX. Imports neither TensorFlow nor tf.data.
 
 - JAX's gradient of a gathered table is the whole table, zero where the batch did not touch it:
-  there are no row-sparse gradients to update alone. LazyAdam keeps its rule (untouched rows
-  and their moments stay as they are) as a masked update over the table, which costs what
-  Keras' Adam costs (docs/experiments.md measures it).
+  there are no row-sparse gradients to update alone, and LazyAdam's rule as a masked update was
+  slower than Keras' Adam (docs/experiments.md); LazyAdam and LazySGD take Keras' own steps.
 - With `--user_input=history`, a batch's users' plays are padded to the most plays of any user
   (no ragged shapes under XLA) and summed under a mask: fast while no user has very many.
   JAX keeps 32-bit integers, so the (user, artist) keys must stay below 2**31 (`check_history`).
@@ -39,31 +38,14 @@ def gather_rows(table, ids):
 
 
 def is_row_sparse(gradient, variable):
-    """A table's gradient (an Embedding's or a history's rows): dense on JAX, but most of its
-    rows are zero, and LazyAdam leaves those rows alone."""
-    return variable.name == "embeddings" and len(variable.shape) == 2
+    """Never on JAX: its gradient of a gathered table is the whole table. A lazy update there
+    (rows with a non-zero gradient, under a mask) was slower than Keras' dense Adam, 335,653
+    against 488,012 samples/s (docs/experiments.md), so every weight takes Keras' step."""
+    return False
 
 
 def lazy_adam_rows(optimizer, gradient, variable, learning_rate):
-    """LazyAdam's rule for a table: rows with a non-zero gradient (the batch's) get Adam's step
-    with the global step's bias correction, as on TensorFlow; the others and their moments are
-    kept. Dense arithmetic under a mask: the table's size each step."""
-    self = optimizer
-    dtype = variable.dtype
-    step = ops.cast(self.iterations + 1, dtype)
-    beta_1, beta_2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
-    alpha = (ops.cast(learning_rate, dtype) * ops.sqrt(1 - ops.power(beta_2, step))
-             / (1 - ops.power(beta_1, step)))
-    index = self._get_variable_index(variable)
-    momentum, velocity = self._momentums[index], self._velocities[index]
-    m, v, value = (ops.convert_to_tensor(x) for x in (momentum, velocity, variable))
-    touched = ops.any(ops.not_equal(gradient, 0), axis=-1, keepdims=True)
-    new_m = beta_1 * m + (1 - beta_1) * gradient
-    new_v = beta_2 * v + (1 - beta_2) * gradient * gradient
-    self.assign(momentum, ops.where(touched, new_m, m))
-    self.assign(velocity, ops.where(touched, new_v, v))
-    step_rows = alpha * new_m / (ops.sqrt(new_v) + self.epsilon)
-    self.assign(variable, ops.where(touched, value - step_rows, value))
+    raise AssertionError("no row-sparse gradients on JAX (is_row_sparse)")
 
 
 def dense_adam_step(optimizer, gradient, variable, learning_rate):

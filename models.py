@@ -61,7 +61,7 @@ class LazyAdam(keras.optimizers.Adam):
     Bias correction uses the global step, as in TensorFlow 1's LazyAdamOptimizer. Dense
     gradients (the Dense layers') get Keras' own Adam step. How a table's rows are updated is
     the backend's (`fast.lazy_adam_rows`): on TensorFlow one fused op (kernels.cc) or
-    TensorFlow ops, on rows only; on JAX a masked update of the whole table.
+    TensorFlow ops, on rows only; on JAX, whose table gradients are dense, Keras' Adam.
     """
 
     def update_step(self, gradient, variable, learning_rate):

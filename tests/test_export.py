@@ -29,6 +29,8 @@ from split import leave_one_out
 from test_command_line import one_line_error, run_captured, run_main
 from test_contracts import FEW, TINY, hashed
 
+pytestmark = pytest.mark.tensorflow_only   # --export and --tensorboard write with TensorFlow
+
 UNKNOWN = "a user who is not in the data"
 # Runs in a fresh process, in an empty folder, isolated (-I: no PYTHONPATH, no script folder):
 # TensorFlow is all it can import
