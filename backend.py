@@ -43,14 +43,16 @@ def environment_error(supported=SUPPORTED):
                 + (" or ".join({"tensorflow": "TensorFlow", "jax": "JAX"}[each]
                                for each in supported))
                 + f" backend; set {names}")
-    module = {"tensorflow": "tensorflow", "jax": "jax"}[backend]
-    if importlib.util.find_spec(module) is None:
-        return (f"KERAS_BACKEND={backend} but {module} is not installed; pip install {module}, "
+    if importlib.util.find_spec(backend) is None:
+        return (f"KERAS_BACKEND={backend} but {backend} is not installed; pip install {backend}, "
                 "or pick the other backend")
-    xla = os.environ.get("NCF_LASTFM_XLA", "auto")
-    if xla not in XLA_CHOICES:
+    if (xla := xla_setting()) not in XLA_CHOICES:
         return (f"NCF_LASTFM_XLA={xla!r} is not a choice; expected auto (the default), 1 or 0")
     return ""
+
+
+def xla_setting():
+    return os.environ.get("NCF_LASTFM_XLA", "auto")
 
 
 def is_jax():
@@ -65,7 +67,7 @@ def fast():
 def import_quietly():
     """The backend's C++ start-up notes (oneDNN, CUDA, "no GPU found") go to file descriptor 2
     whatever its log level says; they would bury a one-line error. Silenced at import only."""
-    module = "jax" if is_jax() else "tensorflow"
+    module = name()
     if module in sys.modules:
         return
     sys.stderr.flush()
@@ -88,17 +90,16 @@ def jit_compile(history=False):
     made the step slower there: docs/experiments.md)."""
     if is_jax():
         return True
-    xla = os.environ.get("NCF_LASTFM_XLA", "auto")
-    if history or xla == "0":
+    if history or xla_setting() == "0":
         return False
-    return xla == "1" or fast().sees_gpu()
+    return xla_setting() == "1" or fast().sees_gpu()
 
 
 def prepare():
     """Before the first model: on TensorFlow, the compiled kernels only where they can run, on
     a CPU and outside XLA (they are CPU ops on the tables' own handles): tf_fast.prepare."""
     if not is_jax():
-        fast().prepare(os.environ.get("NCF_LASTFM_XLA", "auto") == "1")
+        fast().prepare(xla_setting() == "1")
 
 
 def out_of_memory_errors():

@@ -75,53 +75,16 @@ class Recommender(tf.Module):
         read = {name: tf.convert_to_tensor(v) for name, v in self.weights.items()}
         read["stack"] = [(tf.convert_to_tensor(k), tf.convert_to_tensor(b))
                          for k, b in self.stack]
-        read["history"] = {tower: {name: tf.convert_to_tensor(v) for name, v in part.items()}
+        keys = (tf.convert_to_tensor(self.history_keys) if self.history_keys is not None
+                else None)
+        read["history"] = {tower: {**{name: tf.convert_to_tensor(v) for name, v in part.items()},
+                                   "keys": keys, "num_items": self.num_items}
                            for tower, part in self.history.items()}
-        if self.history_keys is not None:
-            read["history_keys"] = tf.convert_to_tensor(self.history_keys)
         return read
 
-    def _logits(self, t, mlp_half, gmf_vector, items):
-        """models.make_scorer's `logits`: the user's mlp_half (n, h1) and gmf_vector (n, d)
-        against items (n, c) -> (n, c)."""
-        logit = tf.zeros(tf.shape(items), tf.float32)
-        if "user_half" in t:
-            hidden = tf.nn.relu(mlp_half[:, None, :] + tf.gather(t["item_half"], items))
-            for kernel, bias in t["stack"]:
-                hidden = tf.nn.relu(tf.tensordot(hidden, kernel, 1) + bias)
-            logit += tf.tensordot(hidden, t["out_kernel"][self.gmf_dim:], 1)
-        if "gmf_user" in t:
-            gmf_vector *= t["out_kernel"][:self.gmf_dim]
-            logit += tf.einsum("nd,ncd->nc", gmf_vector, tf.gather(t["gmf_item"], items))
-        return logit
-
     def _score(self, t, users, items, rescore_played=True):
-        """models.make_scorer's `score`: users (n,) against items (n, c) -> (n, c). With the
-        history input, pairs the user played are scored with that artist left out of the
-        user's sum, as the model does (`rescore_played`; a recommendation masks them anyway)."""
-        if "item_bias" in t:
-            user_vector = tf.gather(t["gmf_user"], users)
-            return (tf.einsum("nd,ncd->nc", user_vector, tf.gather(t["gmf_item"], items))
-                    + tf.gather(t["item_bias"], items))
-        logit = self._logits(t, tf.gather(t["user_half"], users) if "user_half" in t else None,
-                             tf.gather(t["gmf_user"], users) if "gmf_user" in t else None,
-                             items)
-        if t["history"] and rescore_played:
-            where = tf.where(tf_fast.played(t["history_keys"], users, items, self.num_items))
-            pair_users, pair_items = tf.gather(users, where[:, 0]), tf.gather_nd(items, where)
-
-            def left_out(tower):
-                part = t["history"][tower]
-                vector = (tf.gather(part["total"], pair_users)
-                          - tf.gather(part["table"], pair_items))
-                count = tf.maximum(tf.gather(part["count"], pair_users) - 1.0, 1.0)
-                return vector / tf.sqrt(count)[:, None]
-            mlp_half = (tf.matmul(left_out("mlp"), t["user_kernel"])
-                        if "mlp" in t["history"] else None)
-            gmf_vector = left_out("gmf") if "gmf" in t["history"] else None
-            logit = tf.tensor_scatter_nd_update(
-                logit, where, self._logits(t, mlp_half, gmf_vector, pair_items[:, None])[:, 0])
-        return tf.sigmoid(logit + t["out_bias"])
+        """models.make_scorer's scores (`tf_fast.scores`, the same ops in the same order)."""
+        return tf_fast.scores(t, t["history"], self.gmf_dim, users, items, rescore_played)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
                                   tf.TensorSpec([], tf.int32, name="k")])

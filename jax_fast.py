@@ -40,21 +40,13 @@ def gather_rows(table, ids):
 def is_row_sparse(gradient, variable):
     """Never on JAX: its gradient of a gathered table is the whole table. A lazy update there
     (rows with a non-zero gradient, under a mask) was slower than Keras' dense Adam, 335,653
-    against 488,012 samples/s (docs/experiments.md), so every weight takes Keras' step."""
+    against 488,012 samples/s (docs/experiments.md), so every weight takes Keras' step, and
+    models.py never asks this half for a row update (tf_fast.lazy_adam_rows, lazy_sgd_rows)."""
     return False
-
-
-def lazy_adam_rows(optimizer, gradient, variable, learning_rate):
-    raise AssertionError("no row-sparse gradients on JAX (is_row_sparse)")
 
 
 def dense_adam_step(optimizer, gradient, variable, learning_rate):
     return False    # Keras' own Adam step
-
-
-def lazy_sgd_rows(optimizer, gradient, variable, learning_rate):
-    """Plain SGD: rows with a zero gradient do not move, so the dense step is the lazy one."""
-    optimizer.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * gradient)
 
 
 def played(keys, users, items, num_items):

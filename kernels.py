@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 
+import backend
 from errors import error_reason
 
 KERNEL_CHOICES = ("1", "portable", "0")
@@ -33,12 +34,6 @@ def environment_error():
         return (f"NCF_LASTFM_KERNEL={kernel!r} is not a kernel choice; expected 1 (built for "
                 "this CPU, the default), portable or 0 (TensorFlow ops only)")
     return ""
-
-
-def import_tensorflow_quietly():
-    """TensorFlow and Keras imported with TensorFlow's C++ start-up notes silenced."""
-    import backend
-    backend.import_quietly()
 
 
 # Any other value of NCF_LASTFM_KERNEL is refused by environment_error() before a model is built
@@ -98,7 +93,6 @@ def build_in_background():
     """Build (or load) the kernels in a thread while the data load and split: a first run's
     20 to 45 s of g++ then overlap with them. The first model to need them waits for it.
     TensorFlow's only: on JAX nothing is built."""
-    import backend
     if USE_KERNEL and _kernel is None and not backend.is_jax():
         threading.Thread(target=fused_kernel, name="kernels.cc build", daemon=True).start()
 
@@ -279,7 +273,6 @@ def environment():
     compared there, BPR's, GMF's and pop's did not)."""
     import keras
     import numpy as np
-    import backend
     onednn = None
     if not backend.is_jax():
         try:

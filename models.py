@@ -271,7 +271,7 @@ def build_model(name, num_users, num_items, embedding_dim=32, hidden_units=(32, 
         if not spec.history_input:
             raise ValueError(f"--user_input=history is for "
                              f"{model_table.names(lambda m: m.history_input)}, not {name}")
-        if reason := getattr(fast, "check_history", lambda *sizes: "")(num_users, num_items):
+        if reason := fast.check_history(num_users, num_items):
             raise InputError(reason)
         history = history_keys(*history, num_users, num_items)
     if spec.pairwise:
@@ -428,8 +428,7 @@ def load(path):
     history = [layer for layer in model.layers if isinstance(layer, UserHistory)]
     for layer in history:
         layer.note_longest(keras.ops.convert_to_numpy(layer.starts))
-        if reason := getattr(fast, "check_history", lambda *sizes: "")(layer.num_users,
-                                                                        layer.num_items):
+        if reason := fast.check_history(layer.num_users, layer.num_items):
             raise InputError(reason)
     if getattr(model, "optimizer", None) is not None:   # XLA as this machine and backend allow,
         model.jit_compile = backend.jit_compile(bool(history))   # not as where it was saved
@@ -474,24 +473,23 @@ def _scorer_parts(model):
         item_table = _weights(model, f"{prefix}item_embedding")[0]
         kernel, bias = _weights(model, f"{prefix}hidden_1")
         dim = user_table.shape[1]
-        parts["user_kernel"] = np.asarray(kernel[:dim])
-        parts["user_half"] = np.asarray(user_table @ kernel[:dim])          # (num_users, h1)
-        parts["item_half"] = np.asarray(item_table @ kernel[dim:] + bias)   # (num_items, h1)
+        parts["user_kernel"] = kernel[:dim]
+        parts["user_half"] = user_table @ kernel[:dim]          # (num_users, h1)
+        parts["item_half"] = item_table @ kernel[dim:] + bias   # (num_items, h1)
         count = sum(1 for layer in model.layers if layer.name.startswith(f"{prefix}hidden_"))
-        parts["stack"] = [(np.asarray(k), np.asarray(b))
-                          for k, b in _dense_stack(model, prefix, count)]
+        parts["stack"] = _dense_stack(model, prefix, count)
     if "gmf" in spec.towers:
         prefix = spec.layer_name("gmf", "")
         user_table, history["gmf"] = _user_rows(model, prefix)
-        parts["gmf_user"] = np.asarray(user_table)
-        parts["gmf_item"] = np.asarray(_weights(model, f"{prefix}item_embedding")[0])
+        parts["gmf_user"] = user_table
+        parts["gmf_item"] = _weights(model, f"{prefix}item_embedding")[0]
     if spec.pairwise:   # BPR: a dot product, scored as a GMF tower without its output layer
-        parts["gmf_user"] = np.asarray(_weights(model, "user_embedding")[0])
-        parts["gmf_item"] = np.asarray(_weights(model, "item_embedding")[0])
-        parts["item_bias"] = np.asarray(_weights(model, "item_bias")[0][:, 0])
+        parts["gmf_user"] = _weights(model, "user_embedding")[0]
+        parts["gmf_item"] = _weights(model, "item_embedding")[0]
+        parts["item_bias"] = _weights(model, "item_bias")[0][:, 0]
     else:
         kernel, bias = _weights(model, "prediction")
-        parts["out_kernel"], parts["out_bias"] = np.asarray(kernel[:, 0]), np.asarray(bias[0])
+        parts["out_kernel"], parts["out_bias"] = kernel[:, 0], bias[0]
     gmf_dim = int(parts["gmf_user"].shape[1]) if "gmf_user" in parts else 0
     return parts, {tower: part for tower, part in history.items() if part is not None}, gmf_dim
 

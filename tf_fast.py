@@ -202,60 +202,63 @@ def history_totals(keys, starts, table, num_users, num_items):
     return np.concatenate(totals), np.concatenate(counts)
 
 
-def _constants(parts, history):
-    """The scorer's NumPy parts as TensorFlow constants."""
-    constant = {name: (tf.constant(value) if not isinstance(value, (list, int)) else value)
-                for name, value in parts.items() if name != "stack"}
-    if "stack" in parts:
-        constant["stack"] = [(tf.constant(k), tf.constant(b)) for k, b in parts["stack"]]
-    towers = {tower: {name: (value if name == "num_items" else tf.constant(value))
-                      for name, value in part.items()} for tower, part in history.items()}
-    return constant, towers
+def _logits(parts, gmf_dim, mlp_half, gmf_vector, items):
+    """mlp_half (n, h1) and gmf_vector (n, d), the user's; items (n, c) -> (n, c)."""
+    logit = tf.zeros(tf.shape(items), tf.float32)
+    if "user_half" in parts:
+        hidden = tf.nn.relu(mlp_half[:, None, :] + tf.gather(parts["item_half"], items))
+        for kernel, bias in parts["stack"]:
+            hidden = tf.nn.relu(tf.tensordot(hidden, kernel, 1) + bias)
+        logit += tf.tensordot(hidden, parts["out_kernel"][gmf_dim:], 1)
+    if "gmf_user" in parts:
+        gmf_vector *= parts["out_kernel"][:gmf_dim]
+        logit += tf.einsum("nd,ncd->nc", gmf_vector, tf.gather(parts["gmf_item"], items))
+    return logit
+
+
+def scores(parts, history, gmf_dim, users, items, rescore_played=True):
+    """models.make_scorer's arithmetic on tensors (models._scorer_parts' names; `history`
+    {tower: its "keys", "table", "total", "count", "num_items"}): users (n,) against items
+    (n, c) -> (n, c). With a history, the pairs a user played are scored again with that
+    artist left out of the user's sum, as the model does (`rescore_played`). The export
+    (export.py) scores with it too, so its rankings are the script's to the bit."""
+    if "item_bias" in parts:
+        user_vector = tf.gather(parts["gmf_user"], users)                  # (n, d)
+        return (tf.einsum("nd,ncd->nc", user_vector, tf.gather(parts["gmf_item"], items))
+                + tf.gather(parts["item_bias"], items))
+    logit = _logits(parts, gmf_dim,
+                    tf.gather(parts["user_half"], users) if "user_half" in parts else None,
+                    tf.gather(parts["gmf_user"], users) if "gmf_user" in parts else None, items)
+    if history and rescore_played:
+        part = next(iter(history.values()))
+        where = tf.where(played(part["keys"], users, items, part["num_items"]))   # (m, 2)
+        pair_users, pair_items = tf.gather(users, where[:, 0]), tf.gather_nd(items, where)
+
+        def left_out(tower):
+            """The pair users' vectors without the pair's artist, which they played."""
+            part = history[tower]
+            vector = tf.gather(part["total"], pair_users) - tf.gather(part["table"], pair_items)
+            count = tf.maximum(tf.gather(part["count"], pair_users) - 1.0, 1.0)
+            return vector / tf.sqrt(count)[:, None]
+
+        mlp_half = tf.matmul(left_out("mlp"), parts["user_kernel"]) if "mlp" in history else None
+        gmf_vector = left_out("gmf") if "gmf" in history else None
+        logit = tf.tensor_scatter_nd_update(
+            logit, where, _logits(parts, gmf_dim, mlp_half, gmf_vector, pair_items[:, None])[:, 0])
+    return tf.sigmoid(logit + parts["out_bias"])
 
 
 def make_scorer(parts, history, gmf_dim):
-    """models.make_scorer's arithmetic as one tf.function of fixed signature (traced once)."""
-    parts, history = _constants(parts, history)
-
-    def logits(mlp_half, gmf_vector, items):
-        """mlp_half (n, h1) and gmf_vector (n, d), the user's; items (n, c) -> (n, c)."""
-        logit = tf.zeros(tf.shape(items), tf.float32)
-        if "stack" in parts:
-            hidden = tf.nn.relu(mlp_half[:, None, :] + tf.gather(parts["item_half"], items))
-            for kernel, bias in parts["stack"]:
-                hidden = tf.nn.relu(tf.tensordot(hidden, kernel, 1) + bias)
-            logit += tf.tensordot(hidden, parts["out_kernel"][gmf_dim:], 1)
-        if "gmf_user" in parts:
-            gmf_vector *= parts["out_kernel"][:gmf_dim]
-            logit += tf.einsum("nd,ncd->nc", gmf_vector, tf.gather(parts["gmf_item"], items))
-        return logit
-
-    def left_out(tower, users, items):
-        """The users' (m,) vectors without artist items (m,), which they played."""
-        part = history[tower]
-        vector = tf.gather(part["total"], users) - tf.gather(part["table"], items)
-        return vector / tf.sqrt(tf.maximum(tf.gather(part["count"], users) - 1.0, 1.0))[:, None]
+    """models.make_scorer's arithmetic (`scores`) as one tf.function of fixed signature."""
+    parts = {name: ([(tf.constant(k), tf.constant(b)) for k, b in value] if name == "stack"
+                    else tf.constant(value)) for name, value in parts.items()}
+    history = {tower: {name: (value if name == "num_items" else tf.constant(value))
+                       for name, value in part.items()} for tower, part in history.items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
                                   tf.TensorSpec([None, None], tf.int32)])
     def score(users, items):  # traced once (fixed signature)
-        if "item_bias" in parts:
-            user_vector = tf.gather(parts["gmf_user"], users)              # (n, d)
-            return (tf.einsum("nd,ncd->nc", user_vector, tf.gather(parts["gmf_item"], items))
-                    + tf.gather(parts["item_bias"], items))
-        logit = logits(tf.gather(parts["user_half"], users) if "stack" in parts else None,
-                       tf.gather(parts["gmf_user"], users) if "gmf_user" in parts else None,
-                       items)
-        if history:
-            part = next(iter(history.values()))
-            where = tf.where(played(part["keys"], users, items, part["num_items"]))   # (m, 2)
-            pair_users, pair_items = tf.gather(users, where[:, 0]), tf.gather_nd(items, where)
-            mlp_half = (tf.matmul(left_out("mlp", pair_users, pair_items), parts["user_kernel"])
-                        if "mlp" in history else None)
-            gmf_vector = left_out("gmf", pair_users, pair_items) if "gmf" in history else None
-            logit = tf.tensor_scatter_nd_update(
-                logit, where, logits(mlp_half, gmf_vector, pair_items[:, None])[:, 0])
-        return tf.sigmoid(logit + parts["out_bias"])
+        return scores(parts, history, gmf_dim, users, items)
 
     return lambda users, items: score(tf.constant(users, tf.int32),
                                       tf.constant(items, tf.int32)).numpy()
@@ -298,3 +301,7 @@ def sees_gpu():
 
 
 OUT_OF_MEMORY = (tf.errors.ResourceExhaustedError,)
+
+
+def check_history(num_users, num_items):
+    return ""    # TensorFlow's keys are 64-bit: any size

@@ -75,7 +75,7 @@ def main(argv=None):
     args = parse_args(argv)
     if error := kernels.environment_error() or backend.environment_error(("tensorflow",)):
         raise SystemExit(f"error: {error}")
-    kernels.import_tensorflow_quietly()
+    backend.import_quietly()
     import training
     sizes = [max(2, round(n * args.scale)) for n in FULL_SIZES]
     plays = data.frames_to_plays(*data.make_planted(*sizes, seed=args.seed))

@@ -189,7 +189,7 @@ def main(argv):
     args = parse_args(argv)
     if error := kernels.environment_error() or backend.environment_error(("tensorflow",)):
         sys.exit(f"error: {error}")
-    kernels.import_tensorflow_quietly()   # TensorFlow's start-up notes would bury a one-line error
+    backend.import_quietly()   # TensorFlow's start-up notes would bury a one-line error
     import models
     try:
         _, split = read_ncf_split(args.split, seed=0)

@@ -512,8 +512,9 @@ def read_terminal(argv, cwd, timeout=900):
 
 @pytest.fixture(scope="module")
 def terminal_run(tmp_path_factory):
+    import backend
     import kernels
-    kernels.import_tensorflow_quietly()
+    backend.import_quietly()
     kernels.fused_kernel()       # the kernel library is built (if it can be) before the run
     base = tmp_path_factory.mktemp("terminal")
     folder = write_csvs(base / "csv", *planted_frames())
